@@ -1,0 +1,52 @@
+# troupe — the two commands that matter: `make run` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+BIN := ./troupe
+# Unit tests: everything but the real-broker suites under integration/.
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v /integration)
+
+.PHONY: all build run test unit integration bench lint fmt deps clean generate
+
+all: build
+
+## build: compile the troupe binary to ./troupe
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/troupe
+
+## run: build and start the embedded stack (troupe dev) on the defaults
+run: build
+	$(BIN) dev
+
+## test: lint, unit tests, then integration tests against a real Kafka broker
+test: deps lint unit integration
+
+## unit: unit tests (kfake, no JVM), with the race detector and shuffled order
+unit:
+	$(GO) test -race -shuffle=on -count=1 $(UNIT_PKGS)
+
+## integration: tests against a real Apache Kafka broker fetched from Maven Central
+integration:
+	$(GO) test -count=1 -timeout 20m -p 1 ./integration/...
+
+## bench: the benchmarks of DESIGN §9
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+
+## lint: go vet and a gofmt check
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## deps: check (and under CI install) what the tests need: Java, Maven, kcat, python3-venv
+deps:
+	@bash .ci/deps
+
+clean:
+	rm -f $(BIN)
+	rm -rf .troupe

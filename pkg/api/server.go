@@ -1,0 +1,143 @@
+// Package api is troupe's HTTP surface: /healthz, /readyz, /metrics and the
+// JSON API under /api/. One Server per process; components mount their
+// handlers on it and report readiness through checks.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+)
+
+// ReadyFunc reports whether a component is ready to serve. A component that
+// is restoring state answers false and says why.
+type ReadyFunc func() (ready bool, reason string)
+
+// Server serves health, readiness, metrics and API routes.
+type Server struct {
+	mux    *http.ServeMux
+	log    zerolog.Logger
+	mu     sync.Mutex
+	checks map[string]ReadyFunc
+}
+
+// New returns a server whose /metrics serves gatherer.
+func New(gatherer prometheus.Gatherer, log zerolog.Logger) *Server {
+	s := &Server{mux: http.NewServeMux(), log: log, checks: map[string]ReadyFunc{}}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	return s
+}
+
+// AddReadiness registers a named readiness check; /readyz is ready only when
+// every check is.
+func (s *Server) AddReadiness(name string, f ReadyFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks[name] = f
+}
+
+// Handle mounts h on pattern (net/http ServeMux syntax, e.g. "GET /api/sagas/{id}").
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Handler returns the server's root handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+type readiness struct {
+	Ready  bool              `json:"ready"`
+	Checks map[string]string `json:"checks"`
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.checks))
+	for n := range s.checks {
+		names = append(names, n)
+	}
+	checks := make(map[string]ReadyFunc, len(s.checks))
+	for n, f := range s.checks {
+		checks[n] = f
+	}
+	s.mu.Unlock()
+	sort.Strings(names)
+	out := readiness{Ready: true, Checks: map[string]string{}}
+	for _, n := range names {
+		ok, reason := checks[n]()
+		if ok {
+			out.Checks[n] = "ready"
+			continue
+		}
+		out.Ready = false
+		out.Checks[n] = reason
+	}
+	status := http.StatusOK
+	if !out.Ready {
+		status = http.StatusServiceUnavailable
+	}
+	WriteJSON(w, status, out)
+}
+
+// WriteJSON writes v as an indented JSON response with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// Error is the body of every API error: what went wrong, and what to do.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// WriteError writes an Error body with the given status.
+func WriteError(w http.ResponseWriter, status int, format string, args ...any) {
+	WriteJSON(w, status, Error{Error: fmt.Sprintf(format, args...)})
+}
+
+// Listen binds addr now, so that a taken port is reported at start-up with
+// the flag to change, rather than from a goroutine later.
+func Listen(addr, flag string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w (is another troupe running? choose another address with %s)", addr, err, flag)
+	}
+	return ln, nil
+}
+
+// Serve serves h on ln until ctx is done, then shuts down gracefully within
+// five seconds.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shut down http server on %s: %w", ln.Addr(), err)
+		}
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
+}

@@ -87,6 +87,8 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newVersionCmd(),
 		newDevCmd(g),
+		newTopologyCmd(),
+		newTopicsCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/topology"
+)
+
+// loadTopology reads a topology file; a missing or invalid file is bad input.
+func loadTopology(path string) (*topology.Topology, error) {
+	if path == "" {
+		return nil, usagef("no topology file given (pass --topology, e.g. --topology topology/orders.yaml)")
+	}
+	t, err := topology.Load(path)
+	if err != nil {
+		var te *topology.Error
+		if errors.As(err, &te) {
+			return nil, usagef("%s has %d problem(s):\n%v", path, len(te.Problems), err)
+		}
+		return nil, asUsage(err)
+	}
+	return t, nil
+}
+
+func newTopologyCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "topology",
+		Short: "Check a topology file and draw its saga",
+		Long: `A topology file (topology/<saga>.yaml) declares a saga: its topics and event
+types, steps, compensations, deadline, retry policy and delivery guarantee.
+Everything else — topics, consumer groups, the coordinator's rules — is
+derived from it. See topology/orders.yaml for a commented example and
+topology/topology.schema.json for editor completion.`,
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "validate FILE",
+		Short: "Validate a topology file; print every problem with file:line and a hint",
+		Long: `Checks a topology file and prints every problem at once, each with its
+file:line and what to do: unknown event types, topics of one saga with
+different partition counts, events that nobody consumes and that end nothing,
+steps in a loop with no exit, compensations without an ack event. A step with
+an effect and no compensation is a warning. Exit code 2 when invalid.`,
+		Example: "  troupe topology validate topology/orders.yaml",
+		Args:    exactArgs(1, "the topology file"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := loadTopology(args[0])
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			for _, w := range t.Warnings {
+				fmt.Fprintf(out, "warning: %s\n", w)
+			}
+			fmt.Fprintf(out, "%s: saga %q (app %q) is valid: %d topics, %d steps, trigger %s\n",
+				args[0], t.Saga, t.App, len(t.Topics), len(t.Steps), t.ShortName(t.Trigger))
+			return nil
+		},
+	})
+	var format string
+	graph := &cobra.Command{
+		Use:   "graph FILE",
+		Short: "Draw the saga as Mermaid or Graphviz DOT",
+		Long: `Prints the saga's choreography: events (rounded) and steps (boxes), the
+forward path with solid arrows and the compensation path with dotted ones.
+Completing events are green, failing ones red, compensation events yellow.`,
+		Example: `  troupe topology graph topology/orders.yaml > saga.mmd
+  troupe topology graph topology/orders.yaml --format dot | dot -Tsvg > saga.svg`,
+		Args: exactArgs(1, "the topology file"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := loadTopology(args[0])
+			if err != nil {
+				return err
+			}
+			switch format {
+			case "mermaid":
+				_, err = io.WriteString(cmd.OutOrStdout(), t.Mermaid())
+			case "dot":
+				_, err = io.WriteString(cmd.OutOrStdout(), t.DOT())
+			default:
+				return usagef("unknown --format %q (use mermaid or dot)", format)
+			}
+			return err
+		},
+	}
+	graph.Flags().StringVar(&format, "format", "mermaid", "output format: mermaid or dot")
+	cmd.AddCommand(graph)
+	return cmd
+}
+
+func newTopicsCmd(g *globals) *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "topics",
+		Short: "Plan and create every topic a topology needs",
+		Long: `Derives every topic of a topology (DESIGN §2): the business topics, and per
+step its changelog (compacted), retry and dead-letter topics, the
+coordinator's changelog, the saga-ended topic and _schemas. 'plan' shows the
+difference with the cluster; 'apply' creates what is missing.
+
+A topic that exists with another partition count or cleanup policy is a
+mismatch: troupe never changes it for you (it would break co-partitioning
+or delete data), it tells you how to migrate.`,
+	}
+	cmd.PersistentFlags().StringVar(&file, "topology", "topology/orders.yaml", "topology file")
+	run := func(apply bool) func(cmd *cobra.Command, _ []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
+			t, err := loadTopology(file)
+			if err != nil {
+				return err
+			}
+			ctx := cmdContext(cmd)
+			cl, err := kafka.NewClient(ctx, g.kafkaConfig())
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			plan, err := topology.MakePlan(ctx, cl, t.TopicSpecs())
+			if err != nil {
+				return err
+			}
+			printPlan(cmd.OutOrStdout(), plan)
+			if !apply {
+				return plan.Err()
+			}
+			created, err := plan.Apply(ctx, cl)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created %d topic(s)\n", len(created))
+			return nil
+		}
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:     "plan",
+		Short:   "Show which topics would be created and which do not match",
+		Example: "  troupe topics plan --topology topology/orders.yaml --brokers kafka:9092",
+		Args:    exactArgs(0, ""),
+		RunE:    run(false),
+	}, &cobra.Command{
+		Use:     "apply",
+		Short:   "Create the missing topics (refuses when an existing one does not match)",
+		Example: "  troupe topics apply --topology topology/orders.yaml",
+		Args:    exactArgs(0, ""),
+		RunE:    run(true),
+	})
+	return cmd
+}
+
+func printPlan(w io.Writer, p *topology.Plan) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACTION\tTOPIC\tPARTITIONS\tREPLICATION\tPURPOSE\tCONFIG")
+	for _, it := range p.Items {
+		var cfg []string
+		for k, v := range it.Spec.Configs {
+			cfg = append(cfg, k+"="+v)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", it.Action, it.Spec.Name, it.Spec.Partitions, it.Spec.Replication, it.Spec.Purpose, strings.Join(cfg, ","))
+	}
+	tw.Flush()
+	c := p.Counts()
+	fmt.Fprintf(w, "%d to create, %d ok, %d mismatched\n", c[topology.ActionCreate], c[topology.ActionOK], c[topology.ActionMismatch])
+}
+
+// exactArgs is cobra.ExactArgs with an error that says what is expected and
+// counts as bad usage (exit code 2).
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == n {
+			return nil
+		}
+		if n == 0 {
+			return usagef("%s takes no arguments, got %q (see '%s --help')", cmd.CommandPath(), args, cmd.CommandPath())
+		}
+		return usagef("%s needs %s (see '%s --help')", cmd.CommandPath(), what, cmd.CommandPath())
+	}
+}
+

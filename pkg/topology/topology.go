@@ -1,0 +1,242 @@
+package topology
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Guarantee is a step's delivery guarantee.
+type Guarantee string
+
+// The delivery guarantees a step can run with.
+const (
+	ExactlyOnce  Guarantee = "exactly_once"
+	AtLeastOnce  Guarantee = "at_least_once"
+	defaultParts           = 1
+)
+
+// Topology is a parsed, validated topology file.
+type Topology struct {
+	File        string
+	App         string
+	Saga        string
+	Namespace   string // Avro namespace of short event names
+	Key         string // the saga id field of every event (also the Kafka key)
+	Guarantee   Guarantee
+	Partitions  int32 // of every topic of the saga (co-partitioning)
+	Replication int16
+	Topics      []Topic
+	Trigger     string   // full name of the event that starts an instance
+	CompletesOn []string // full names of the events that complete an instance
+	FailsOn     []string // full names of the events that fail an instance
+	Deadline    time.Duration
+	Steps       []Step
+	Retry       Retry
+	Compensate  CompensationPolicy
+	// Warnings are problems that do not stop the topology from running.
+	Warnings []Problem
+}
+
+// Topic is a business topic and the event types it carries.
+type Topic struct {
+	Name   string
+	Events []string // full names
+}
+
+// Step is one step processor.
+type Step struct {
+	Name        string
+	On          []string // full names of the input events
+	Emits       []string // full names of the events the step may emit
+	CompletedBy string   // full name of the event that means the step's forward action is done
+	// Compensation is empty when the step has nothing to undo.
+	Compensation Compensation
+	line         int
+}
+
+// Compensation is the command that undoes a step and the event that acknowledges it.
+type Compensation struct {
+	Command string // full name
+	Ack     string // full name
+}
+
+// Retry is the retry policy of a step's handler errors (DESIGN §4).
+type Retry struct {
+	Attempts       int
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+}
+
+// CompensationPolicy says how long the coordinator waits for a compensation
+// ack before re-emitting the command, and how often it tries.
+type CompensationPolicy struct {
+	Timeout  time.Duration
+	Attempts int
+}
+
+// Problem is one finding of validation, with its place in the file.
+type Problem struct {
+	File string
+	Line int
+	Msg  string
+	Hint string
+}
+
+func (p Problem) String() string {
+	s := fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Msg)
+	if p.Hint != "" {
+		s += " (" + p.Hint + ")"
+	}
+	return s
+}
+
+// Error is every validation error of a topology file.
+type Error struct{ Problems []Problem }
+
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads and parses the topology file at path.
+func Load(path string) (*Topology, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read topology: %w (pass the file with --topology, e.g. topology/orders.yaml)", err)
+	}
+	return Parse(path, b)
+}
+
+// Parse parses and validates a topology file's contents. file names it in
+// errors. All problems are reported at once, as an *Error.
+func Parse(file string, data []byte) (*Topology, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		return nil, &Error{[]Problem{{File: file, Line: yamlErrLine(err), Msg: "not valid YAML: " + err.Error()}}}
+	}
+	p := &parser{file: file}
+	t := p.build(p.document(&doc))
+	if len(p.errs) > 0 {
+		sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Line < p.errs[j].Line })
+		return nil, &Error{p.errs}
+	}
+	t.Warnings = p.warns
+	return t, nil
+}
+
+var yamlLineRe = regexp.MustCompile(`line (\d+)`)
+
+func yamlErrLine(err error) int {
+	if m := yamlLineRe.FindStringSubmatch(err.Error()); m != nil {
+		var n int
+		fmt.Sscan(m[1], &n)
+		return n
+	}
+	return 1
+}
+
+// Step returns the step named name.
+func (t *Topology) Step(name string) (Step, bool) {
+	for _, s := range t.Steps {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Step{}, false
+}
+
+// StepNames lists the steps in file order.
+func (t *Topology) StepNames() []string {
+	names := make([]string, len(t.Steps))
+	for i, s := range t.Steps {
+		names[i] = s.Name
+	}
+	return names
+}
+
+// TopicOf returns the topic that carries the event type (full or short name).
+func (t *Topology) TopicOf(eventType string) (string, bool) {
+	full := t.FullName(eventType)
+	for _, tp := range t.Topics {
+		for _, e := range tp.Events {
+			if e == full {
+				return tp.Name, true
+			}
+		}
+	}
+	return "", false
+}
+
+// FullName qualifies a short event name with the topology's namespace.
+func (t *Topology) FullName(name string) string { return qualify(t.Namespace, name) }
+
+// ShortName strips the topology's namespace from a full event name.
+func (t *Topology) ShortName(full string) string {
+	if t.Namespace != "" && strings.HasPrefix(full, t.Namespace+".") {
+		return full[len(t.Namespace)+1:]
+	}
+	return full
+}
+
+// InputTopics are the business topics a step consumes, sorted.
+func (t *Topology) InputTopics(step string) []string {
+	s, ok := t.Step(step)
+	if !ok {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	add := func(ev string) {
+		if tp, ok := t.TopicOf(ev); ok && !seen[tp] {
+			seen[tp] = true
+			out = append(out, tp)
+		}
+	}
+	for _, ev := range s.On {
+		add(ev)
+	}
+	if s.Compensation.Command != "" {
+		add(s.Compensation.Command)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Group is the consumer group of a step.
+func (t *Topology) Group(step string) string { return t.App + "." + step }
+
+// CoordinatorGroup is the consumer group of the saga's coordinator.
+func (t *Topology) CoordinatorGroup() string { return t.App + ".saga." + t.Saga }
+
+// Changelog is the changelog topic of a step.
+func (t *Topology) Changelog(step string) string { return t.App + "." + step + ".changelog" }
+
+// RetryTopic is the topic DLQ replays land in, consumed by that step only.
+func (t *Topology) RetryTopic(step string) string { return t.App + "." + step + ".retry" }
+
+// DLQ is the dead-letter topic of a step.
+func (t *Topology) DLQ(step string) string { return t.App + "." + step + ".dlq" }
+
+// CoordinatorChangelog is the changelog of the saga coordinator's store.
+func (t *Topology) CoordinatorChangelog() string { return t.App + ".saga." + t.Saga + ".changelog" }
+
+// EndedTopic carries SagaEnded, consumed by every step of the saga.
+func (t *Topology) EndedTopic() string { return t.App + ".saga." + t.Saga + ".ended" }
+
+func qualify(ns, name string) string {
+	if ns == "" || strings.Contains(name, ".") {
+		return name
+	}
+	return ns + "." + name
+}

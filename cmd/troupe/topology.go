@@ -181,4 +181,3 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 		return usagef("%s needs %s (see '%s --help')", cmd.CommandPath(), what, cmd.CommandPath())
 	}
 }
-

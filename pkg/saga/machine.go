@@ -1,0 +1,343 @@
+package saga
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/troupehq/troupe/pkg/topology"
+)
+
+// Status is where a saga instance is in its life.
+type Status string
+
+// The statuses of DESIGN §5. COMPLETED, COMPENSATED and FAILED are final.
+const (
+	Running      Status = "RUNNING"
+	Completed    Status = "COMPLETED"
+	Compensating Status = "COMPENSATING"
+	Compensated  Status = "COMPENSATED"
+	Failed       Status = "FAILED"
+)
+
+// Final reports whether s is an end state.
+func (s Status) Final() bool { return s == Completed || s == Compensated || s == Failed }
+
+// ReasonTimeout is the reason of an instance that passed its deadline.
+const ReasonTimeout = "timeout"
+
+// Timer names the coordinator uses; at most one of each per instance.
+const (
+	TimerDeadline     = "deadline"
+	TimerCompensation = "compensation"
+)
+
+// HistoryLimit bounds the history kept per instance: the first entries (how
+// it started) and the last ones (how it ended) matter most, so the oldest
+// entries after the first are dropped.
+const HistoryLimit = 64
+
+// Instance is the coordinator's view of one saga instance.
+type Instance struct {
+	ID          string    `json:"id"`
+	Saga        string    `json:"saga"`
+	Status      Status    `json:"status"`
+	Reason      string    `json:"reason,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	Completed   []string  `json:"completed"`
+	Compensated []string  `json:"compensated"`
+	StartedAt   time.Time `json:"startedAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+	EndedAt     time.Time `json:"endedAt,omitzero"`
+	// Pending is the compensation awaiting its ack, if any.
+	Pending *Pending `json:"pending,omitempty"`
+	// Queue holds the steps still to compensate after Pending, in order.
+	Queue   []string `json:"queue,omitempty"`
+	History []Entry  `json:"history"`
+}
+
+// Pending is a compensation command sent and not yet acknowledged.
+type Pending struct {
+	Step     string    `json:"step"`
+	Attempts int       `json:"attempts"`
+	SentAt   time.Time `json:"sentAt"`
+}
+
+// Entry is one line of an instance's history.
+type Entry struct {
+	Type      string    `json:"type"`
+	Step      string    `json:"step,omitempty"`
+	Time      time.Time `json:"time"`
+	Partition int32     `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Note      string    `json:"note,omitempty"`
+}
+
+// Action is what the coordinator must do after a transition. The runtime
+// carries actions out inside the same transaction as the state change.
+type Action interface{ isAction() }
+
+// Compensate asks the runtime to emit a step's compensation command.
+type Compensate struct {
+	Step    string
+	Command string // full event type
+	Attempt int
+}
+
+// SetTimer asks for a durable timer; a timer of the same name is replaced.
+type SetTimer struct {
+	Name string
+	At   time.Time
+}
+
+// CancelTimer cancels a durable timer.
+type CancelTimer struct{ Name string }
+
+// End reports that the instance reached a final status: emit SagaEnded.
+type End struct {
+	Status Status
+	Reason string
+}
+
+func (Compensate) isAction()  {}
+func (SetTimer) isAction()    {}
+func (CancelTimer) isAction() {}
+func (End) isAction()         {}
+
+// Machine applies a topology's rules to instances. It is pure: no I/O, no
+// clock; the caller passes the event time and carries out the actions.
+type Machine struct {
+	saga        string
+	trigger     string
+	completes   map[string]bool
+	fails       map[string]bool
+	completedBy map[string]string // event type → step it completes
+	ackOf       map[string]string // compensation ack type → step
+	emitter     map[string]string // event type → step that emits it
+	command     map[string]string // step → compensation command
+	deadline    time.Duration
+	compTimeout time.Duration
+	compTries   int
+	short       func(string) string
+}
+
+// NewMachine derives the coordinator's rules from a topology.
+func NewMachine(t *topology.Topology) *Machine {
+	m := &Machine{
+		saga:        t.Saga,
+		trigger:     t.Trigger,
+		completes:   map[string]bool{},
+		fails:       map[string]bool{},
+		completedBy: map[string]string{},
+		ackOf:       map[string]string{},
+		emitter:     map[string]string{},
+		command:     map[string]string{},
+		deadline:    t.Deadline,
+		compTimeout: t.Compensate.Timeout,
+		compTries:   t.Compensate.Attempts,
+		short:       t.ShortName,
+	}
+	for _, e := range t.CompletesOn {
+		m.completes[e] = true
+	}
+	for _, e := range t.FailsOn {
+		m.fails[e] = true
+	}
+	for _, s := range t.Steps {
+		for _, e := range s.Emits {
+			m.emitter[e] = s.Name
+		}
+		if s.CompletedBy != "" {
+			m.completedBy[s.CompletedBy] = s.Name
+		}
+		if c := s.Compensation; c.Command != "" {
+			m.ackOf[c.Ack] = s.Name
+			m.command[s.Name] = c.Command
+			m.emitter[c.Ack] = s.Name
+		}
+	}
+	return m
+}
+
+// Event is one event of a saga as the coordinator sees it.
+type Event struct {
+	Type      string // full Avro name
+	Time      time.Time
+	Partition int32
+	Offset    int64
+}
+
+// Relevant reports whether the coordinator tracks events of this type.
+func (m *Machine) Relevant(typ string) bool {
+	_, emitted := m.emitter[typ]
+	return typ == m.trigger || emitted || m.completes[typ] || m.fails[typ]
+}
+
+// OnEvent applies ev to inst (nil for an unknown instance) and returns the
+// updated instance and the actions to carry out.
+func (m *Machine) OnEvent(id string, inst *Instance, ev Event) (*Instance, []Action) {
+	var acts []Action
+	if inst == nil {
+		inst = &Instance{ID: id, Saga: m.saga, Status: Running, StartedAt: ev.Time, Completed: []string{}, Compensated: []string{}}
+		if m.deadline > 0 {
+			acts = append(acts, SetTimer{Name: TimerDeadline, At: ev.Time.Add(m.deadline)})
+		}
+	}
+	inst.UpdatedAt = ev.Time
+	step := m.emitter[ev.Type]
+	note := ""
+	if ev.Type != m.trigger && len(inst.History) == 0 {
+		note = "first event seen is not the trigger"
+	}
+
+	if s, ok := m.completedBy[ev.Type]; ok && !slices.Contains(inst.Completed, s) {
+		inst.Completed = append(inst.Completed, s)
+		switch {
+		case inst.Status == Compensating:
+			// The step finished while the saga was being undone: undo it
+			// too, before the steps that completed earlier.
+			if _, has := m.command[s]; has {
+				inst.Queue = append([]string{s}, inst.Queue...)
+				note = "completed during compensation; queued for compensation"
+			}
+		case inst.Status.Final():
+			// A late completion after the end (a race with SagaEnded): the
+			// step's effect must still be undone.
+			if _, has := m.command[s]; has && inst.Status != Completed {
+				acts = append(acts, Compensate{Step: s, Command: m.command[s], Attempt: 1})
+				note = "completed after the saga ended; compensation sent"
+			}
+		}
+	}
+
+	switch {
+	case inst.Status == Running && m.completes[ev.Type]:
+		acts = append(acts, m.end(inst, Completed, "", ev.Time)...)
+	case inst.Status == Running && m.fails[ev.Type]:
+		inst.Reason = m.short(ev.Type)
+		acts = append(acts, m.startCompensation(inst, ev.Time)...)
+	case m.ackOf[ev.Type] != "":
+		acts = append(acts, m.onAck(inst, m.ackOf[ev.Type], ev.Time, &note)...)
+	case inst.Status.Final() && note == "":
+		note = "after the saga ended"
+	}
+	m.record(inst, Entry{Type: m.short(ev.Type), Step: step, Time: ev.Time, Partition: ev.Partition, Offset: ev.Offset, Note: note})
+	return inst, dedupe(acts)
+}
+
+// dedupe drops repeated timer cancellations, which several transitions of
+// one event may each ask for.
+func dedupe(acts []Action) []Action {
+	out := acts[:0]
+	seen := map[Action]bool{}
+	for _, a := range acts {
+		if c, ok := a.(CancelTimer); ok {
+			if seen[c] {
+				continue
+			}
+			seen[c] = true
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// OnTimer applies a fired timer to inst.
+func (m *Machine) OnTimer(inst *Instance, name string, now time.Time) []Action {
+	if inst == nil {
+		return nil
+	}
+	inst.UpdatedAt = now
+	switch name {
+	case TimerDeadline:
+		if inst.Status != Running {
+			return nil
+		}
+		inst.Reason = ReasonTimeout
+		m.record(inst, Entry{Type: "Deadline", Time: now, Offset: -1, Note: "deadline passed"})
+		return dedupe(m.startCompensation(inst, now))
+	case TimerCompensation:
+		p := inst.Pending
+		if inst.Status != Compensating || p == nil {
+			return nil
+		}
+		if p.Attempts >= m.compTries {
+			inst.Error = fmt.Sprintf("compensation of step %s not acknowledged after %d attempts", p.Step, p.Attempts)
+			m.record(inst, Entry{Type: "CompensationTimeout", Step: p.Step, Time: now, Offset: -1, Note: inst.Error})
+			inst.Pending = nil
+			return dedupe(m.end(inst, Failed, inst.Reason, now))
+		}
+		p.Attempts++
+		p.SentAt = now
+		m.record(inst, Entry{Type: "CompensationTimeout", Step: p.Step, Time: now, Offset: -1, Note: fmt.Sprintf("no ack; re-sending (attempt %d)", p.Attempts)})
+		return []Action{
+			Compensate{Step: p.Step, Command: m.command[p.Step], Attempt: p.Attempts},
+			SetTimer{Name: TimerCompensation, At: now.Add(m.compTimeout)},
+		}
+	}
+	return nil
+}
+
+func (m *Machine) startCompensation(inst *Instance, now time.Time) []Action {
+	inst.Status = Compensating
+	acts := []Action{CancelTimer{Name: TimerDeadline}}
+	inst.Queue = nil
+	for i := len(inst.Completed) - 1; i >= 0; i-- {
+		s := inst.Completed[i]
+		if _, has := m.command[s]; has && !slices.Contains(inst.Compensated, s) {
+			inst.Queue = append(inst.Queue, s)
+		}
+	}
+	return append(acts, m.next(inst, now)...)
+}
+
+// next sends the next queued compensation, or ends the instance.
+func (m *Machine) next(inst *Instance, now time.Time) []Action {
+	if len(inst.Queue) == 0 {
+		inst.Pending = nil
+		return m.end(inst, Compensated, inst.Reason, now)
+	}
+	s := inst.Queue[0]
+	inst.Queue = inst.Queue[1:]
+	inst.Pending = &Pending{Step: s, Attempts: 1, SentAt: now}
+	return []Action{
+		Compensate{Step: s, Command: m.command[s], Attempt: 1},
+		SetTimer{Name: TimerCompensation, At: now.Add(m.compTimeout)},
+	}
+}
+
+func (m *Machine) onAck(inst *Instance, step string, now time.Time, note *string) []Action {
+	if slices.Contains(inst.Compensated, step) {
+		*note = "duplicate ack"
+		return nil
+	}
+	if !slices.Contains(inst.Completed, step) {
+		// A null compensation: the step never completed; nothing to record.
+		*note = "ack of a step that never completed"
+		return nil
+	}
+	inst.Compensated = append(inst.Compensated, step)
+	if inst.Status == Compensating && inst.Pending != nil && inst.Pending.Step == step {
+		return append([]Action{CancelTimer{Name: TimerCompensation}}, m.next(inst, now)...)
+	}
+	// An ack for a compensation sent after the end (late completion), or
+	// one queued behind the pending one: drop it from the queue.
+	inst.Queue = slices.DeleteFunc(inst.Queue, func(s string) bool { return s == step })
+	return nil
+}
+
+func (m *Machine) end(inst *Instance, st Status, reason string, now time.Time) []Action {
+	inst.Status = st
+	inst.Reason = reason
+	inst.EndedAt = now
+	inst.Pending, inst.Queue = nil, nil
+	return []Action{CancelTimer{Name: TimerDeadline}, CancelTimer{Name: TimerCompensation}, End{Status: st, Reason: reason}}
+}
+
+func (m *Machine) record(inst *Instance, e Entry) {
+	inst.History = append(inst.History, e)
+	if len(inst.History) > HistoryLimit {
+		// Keep the first entry (how it started) and the most recent ones.
+		inst.History = append(inst.History[:1], inst.History[len(inst.History)-HistoryLimit+1:]...)
+	}
+}

@@ -1,0 +1,120 @@
+package saga
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/troupehq/troupe/pkg/topology"
+)
+
+var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testdata files (check the diff by hand!)")
+
+// Each testdata/*.txt file is a scenario of the example order saga: input
+// lines ("event AT TYPE" or "timer AT NAME", AT a duration since the start),
+// then "----", then the expected transcript: the actions of each input and
+// the final instance. Reading the files alone should explain the
+// coordinator's behaviour.
+func TestMachineScenarios(t *testing.T) {
+	topo, err := topology.Load("../../topology/orders.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("testdata/*.txt")
+	if len(files) == 0 {
+		t.Fatal("no scenarios")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, want, ok := strings.Cut(string(data), "----\n")
+			if !ok {
+				t.Fatal("no ---- separator")
+			}
+			got := runScenario(t, NewMachine(topo), topo, in)
+			if *rewrite {
+				if err := os.WriteFile(f, []byte(in+"----\n"+got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if got != want {
+				t.Errorf("transcript differs\n--- got\n%s--- want\n%s", got, want)
+			}
+		})
+	}
+}
+
+func runScenario(t *testing.T, m *Machine, topo *topology.Topology, in string) string {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var inst *Instance
+	var out strings.Builder
+	sc := bufio.NewScanner(strings.NewReader(in))
+	offset := int64(0)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			t.Fatalf("bad line %q: want 'event AT TYPE' or 'timer AT NAME'", line)
+		}
+		d, err := time.ParseDuration(f[1])
+		if err != nil {
+			t.Fatalf("bad time in %q: %v", line, err)
+		}
+		at := t0.Add(d)
+		var acts []Action
+		switch f[0] {
+		case "event":
+			inst, acts = m.OnEvent("order-1", inst, Event{Type: topo.FullName(f[2]), Time: at, Offset: offset})
+			offset++
+		case "timer":
+			acts = m.OnTimer(inst, f[2], at)
+		default:
+			t.Fatalf("bad line %q", line)
+		}
+		fmt.Fprintf(&out, "%s %s:", f[1], f[2])
+		if len(acts) == 0 {
+			out.WriteString(" -")
+		}
+		for _, a := range acts {
+			switch a := a.(type) {
+			case Compensate:
+				fmt.Fprintf(&out, " compensate(%s %s #%d)", a.Step, topo.ShortName(a.Command), a.Attempt)
+			case SetTimer:
+				fmt.Fprintf(&out, " set-timer(%s +%s)", a.Name, a.At.Sub(t0))
+			case CancelTimer:
+				fmt.Fprintf(&out, " cancel-timer(%s)", a.Name)
+			case End:
+				fmt.Fprintf(&out, " end(%s %s)", a.Status, a.Reason)
+			}
+		}
+		out.WriteString("\n")
+	}
+	if inst == nil {
+		return out.String() + "no instance\n"
+	}
+	fmt.Fprintf(&out, "status=%s reason=%q completed=%v compensated=%v", inst.Status, inst.Reason, inst.Completed, inst.Compensated)
+	if inst.Error != "" {
+		fmt.Fprintf(&out, " error=%q", inst.Error)
+	}
+	out.WriteString("\nhistory:\n")
+	for _, e := range inst.History {
+		fmt.Fprintf(&out, "  +%s %s step=%s", e.Time.Sub(t0), e.Type, e.Step)
+		if e.Note != "" {
+			fmt.Fprintf(&out, " (%s)", e.Note)
+		}
+		out.WriteString("\n")
+	}
+	return out.String()
+}

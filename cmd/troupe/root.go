@@ -89,6 +89,7 @@ func newRootCmd() *cobra.Command {
 		newDevCmd(g),
 		newTopologyCmd(),
 		newTopicsCmd(g),
+		newSagaCmd(g),
 	)
 	return root
 }

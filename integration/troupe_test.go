@@ -1,0 +1,182 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/troupehq/troupe/integration/kafkaharness"
+)
+
+// These helpers run the real troupe binary as separate processes, the way
+// users deploy it: one process per step replica, killed and restarted by the
+// tests.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// troupeBin builds cmd/troupe once per test run and returns its path.
+func troupeBin(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Dir(filepath.Dir(file))
+		dir, err := os.MkdirTemp("", "troupe-it-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "troupe")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/troupe")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/troupe: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// troupeProc is one troupe process under test.
+type troupeProc struct {
+	t    *testing.T
+	name string
+	cmd  *exec.Cmd
+	log  *lockedBuffer
+	done chan struct{}
+	err  error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startTroupe starts `troupe args...` against the test brokers. The process
+// is stopped at the end of the test; if the test failed, the tail of its log
+// is printed.
+func startTroupe(t *testing.T, name string, args ...string) *troupeProc {
+	t.Helper()
+	p := &troupeProc{t: t, name: name, log: &lockedBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(troupeBin(t), args...)
+	p.cmd.Env = append(os.Environ(), "TROUPE_BROKERS="+strings.Join(kafkaharness.Brokers(), ","), "TROUPE_LOG_FORMAT=json")
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start troupe %s: %v", name, err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("--- log of %s (last 40 lines)\n%s", name, tail(p.log.String(), 40))
+		}
+	})
+	return p
+}
+
+// Stop sends SIGTERM and waits up to 20 s for a clean exit.
+func (p *troupeProc) Stop() error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(20 * time.Second):
+		p.t.Errorf("%s did not stop within 20 s of SIGTERM", p.name)
+		p.Kill()
+		return p.err
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to go.
+func (p *troupeProc) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Exited reports whether the process has ended.
+func (p *troupeProc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// runTroupe runs `troupe args...` to completion and returns its output.
+func runTroupe(t *testing.T, ctx context.Context, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, troupeBin(t), args...)
+	cmd.Env = append(os.Environ(), "TROUPE_BROKERS="+strings.Join(kafkaharness.Brokers(), ","))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// freeAddr returns a free loopback host:port.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// eventually retries cond every 200 ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		last = msg
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: not true after %s: %s", what, timeout, last)
+}

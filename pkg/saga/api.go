@@ -1,0 +1,118 @@
+package saga
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/troupehq/troupe/pkg/api"
+)
+
+// ErrNotFound means no instance with that id is known here.
+var ErrNotFound = errors.New("saga instance not found")
+
+// Query selects instances for List.
+type Query struct {
+	Status Status // empty: any
+	Limit  int    // at most this many; 0 means DefaultLimit
+	Cursor string // from a previous Page.Next; empty: from the start
+}
+
+// DefaultLimit and MaxLimit bound a List page.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 1000
+)
+
+// Page is one page of List.
+type Page struct {
+	Items []Instance `json:"items"`
+	Next  string     `json:"next,omitempty"` // cursor of the next page; empty at the end
+}
+
+// Stats counts instances by status.
+type Stats struct {
+	ByStatus map[Status]int `json:"byStatus"`
+}
+
+// Reader is what the saga API reads: the coordinator's store.
+type Reader interface {
+	Instance(ctx context.Context, id string) (*Instance, error)
+	List(ctx context.Context, q Query) (Page, error)
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// Locator tells whether this process owns an instance's partition, and if
+// not, the base URL of the process that does (empty when unknown).
+type Locator interface {
+	Owner(id string) (baseURL string, local bool)
+}
+
+// Mount adds the saga API to srv:
+//
+//	GET /api/sagas/{id}                      one instance (307 to its owner when not here)
+//	GET /api/sagas?status=&limit=&cursor=    a page of instances
+//	GET /api/sagas/stats                     {"byStatus":{"COMPLETED":n,...}}
+func Mount(srv *api.Server, r Reader, loc Locator) {
+	srv.Handle("GET /api/sagas/stats", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		st, err := r.Stats(req.Context())
+		if err != nil {
+			api.WriteError(w, http.StatusInternalServerError, "read saga stats: %v", err)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, st)
+	}))
+	srv.Handle("GET /api/sagas/{id}", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		id := req.PathValue("id")
+		if loc != nil {
+			if owner, local := loc.Owner(id); !local && owner != "" {
+				http.Redirect(w, req, owner+"/api/sagas/"+url.PathEscape(id), http.StatusTemporaryRedirect)
+				return
+			}
+		}
+		inst, err := r.Instance(req.Context(), id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			api.WriteError(w, http.StatusNotFound, "no saga instance %q (check the id: it is the saga key, e.g. the orderId; an instance appears once its trigger event is consumed)", id)
+		case err != nil:
+			api.WriteError(w, http.StatusInternalServerError, "read saga %q: %v", id, err)
+		default:
+			api.WriteJSON(w, http.StatusOK, inst)
+		}
+	}))
+	srv.Handle("GET /api/sagas", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		q, err := parseQuery(req.URL.Query())
+		if err != nil {
+			api.WriteError(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+		page, err := r.List(req.Context(), q)
+		if err != nil {
+			api.WriteError(w, http.StatusInternalServerError, "list sagas: %v", err)
+			return
+		}
+		if page.Items == nil {
+			page.Items = []Instance{}
+		}
+		api.WriteJSON(w, http.StatusOK, page)
+	}))
+}
+
+func parseQuery(v url.Values) (Query, error) {
+	q := Query{Status: Status(v.Get("status")), Cursor: v.Get("cursor"), Limit: DefaultLimit}
+	switch q.Status {
+	case "", Running, Completed, Compensating, Compensated, Failed:
+	default:
+		return q, errors.New("unknown status " + strconv.Quote(string(q.Status)) + " (use RUNNING, COMPLETED, COMPENSATING, COMPENSATED or FAILED)")
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxLimit {
+			return q, errors.New("limit must be a number from 1 to " + strconv.Itoa(MaxLimit))
+		}
+		q.Limit = n
+	}
+	return q, nil
+}

@@ -1,0 +1,158 @@
+package kafkaharness
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// defaultJavaOpts are the JVM flags of kafka-recipe.md: a small heap that
+// still runs a test workload, and G1 with short pauses.
+var defaultJavaOpts = []string{
+	"-Xms256m", "-Xmx512m",
+	"-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+	"-XX:+ExitOnOutOfMemoryError",
+	"-Djava.awt.headless=true",
+}
+
+// log4jConfig sends the broker's log to stdout, which the harness points at
+// the node's server.log: one file holds both Log4j output and anything the
+// JVM itself prints (bad flags, crashes), in order.
+const log4jConfig = `status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.target = SYSTEM_OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = OUT
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = warn
+`
+
+// nodePorts are one node's listener ports.
+type nodePorts struct {
+	broker, controller int
+}
+
+// serverProperties renders node id's server.properties (id is 1-based). The
+// values are kafka-recipe.md's, plus a few that make tests fast: the log
+// cleaner wakes every second, and a dead broker is fenced after 5 s instead of
+// 9 s. extra overrides or adds keys.
+func serverProperties(id int, ports []nodePorts, dataDir string, extra map[string]string) string {
+	n := len(ports)
+	voters := make([]string, n)
+	for i, p := range ports {
+		voters[i] = fmt.Sprintf("%d@127.0.0.1:%d", i+1, p.controller)
+	}
+	// Replicate internal and default topics to min(n, 3) nodes, and with 3
+	// replicas require 2 in sync, so one node can die.
+	rf, isr := strconv.Itoa(min(n, 3)), "1"
+	if n >= 3 {
+		isr = "2"
+	}
+	me := ports[id-1]
+	kv := [][2]string{
+		{"process.roles", "broker,controller"},
+		{"node.id", strconv.Itoa(id)},
+		{"controller.quorum.voters", strings.Join(voters, ",")},
+		{"listeners", fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", me.broker, me.controller)},
+		{"advertised.listeners", fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", me.broker)},
+		{"inter.broker.listener.name", "PLAINTEXT"},
+		{"controller.listener.names", "CONTROLLER"},
+		{"listener.security.protocol.map", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"},
+		{"log.dirs", dataDir},
+		{"num.partitions", "1"},
+		{"default.replication.factor", rf},
+		{"min.insync.replicas", isr},
+		{"offsets.topic.replication.factor", rf},
+		{"transaction.state.log.replication.factor", rf},
+		{"transaction.state.log.min.isr", isr},
+		{"share.coordinator.state.topic.replication.factor", rf},
+		{"share.coordinator.state.topic.min.isr", isr},
+		{"group.initial.rebalance.delay.ms", "0"},
+		// Smaller footprint for 2 cores.
+		{"offsets.topic.num.partitions", "1"},
+		{"transaction.state.log.num.partitions", "1"},
+		{"share.coordinator.state.topic.num.partitions", "1"},
+		{"num.network.threads", "2"},
+		{"num.io.threads", "2"},
+		{"background.threads", "2"},
+		{"log.cleaner.dedupe.buffer.size", "8388608"},
+		// Test speed: compaction tests wait for the cleaner, fault tests for
+		// the controller to fence a killed broker.
+		{"log.cleaner.backoff.ms", "1000"},
+		{"broker.heartbeat.interval.ms", "500"},
+		{"broker.session.timeout.ms", "5000"},
+	}
+	var b strings.Builder
+	b.WriteString("# Written by troupe's kafkaharness.\n")
+	seen := map[string]bool{}
+	for _, p := range kv {
+		v := p[1]
+		if o, ok := extra[p[0]]; ok {
+			v = o
+		}
+		seen[p[0]] = true
+		fmt.Fprintf(&b, "%s=%s\n", p[0], v)
+	}
+	keys := make([]string, 0, len(extra))
+	for k := range extra {
+		if !seen[k] {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%s\n", k, extra[k])
+	}
+	return b.String()
+}
+
+// newClusterID returns a random Kafka Uuid in its string form: 16 bytes,
+// unpadded URL-safe base64 (22 chars), which is what `StorageTool
+// random-uuid` prints. Generating it here saves a JVM start. Like Kafka's
+// Uuid.randomUuid it avoids a leading '-', which command lines would take
+// for a flag.
+func newClusterID() (string, error) {
+	for {
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", fmt.Errorf("kafkaharness: cluster id: %w", err)
+		}
+		b[6] = b[6]&0x0f | 0x40 // version 4, as java.util.UUID.randomUUID
+		b[8] = b[8]&0x3f | 0x80
+		id := base64.RawURLEncoding.EncodeToString(b[:])
+		if id[0] != '-' {
+			return id, nil
+		}
+	}
+}
+
+// freePorts reserves n loopback ports by listening on :0, then releases them
+// all at once for the broker to bind. Another process could take one in
+// between; Start retries on a bind failure.
+func freePorts(n int) ([]int, error) {
+	lns := make([]net.Listener, 0, n)
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("kafkaharness: find a free port: %w", err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}

@@ -177,7 +177,6 @@ func TestReplayDeadLetters(t *testing.T) {
 	createTopic(t, ctx, adm, retryT, 2, 1, nil)
 	txn := newClient(t, kafkaharness.Brokers(), kgo.TransactionalID(topicName(t, "txn")), kgo.RecordPartitioner(replay.KeepPartition()))
 	failed := time.Now().Add(-time.Minute).UTC()
-	tStart := time.Now()
 	for i := range 4 {
 		meta := event.New("troupe.example.orders.OrderPlaced", "it", fmt.Sprintf("order-%d", i))
 		in := &kgo.Record{Topic: "orders", Partition: int32(i % 2), Offset: int64(i), Key: []byte(meta.SagaID), Value: []byte{0, 0, 0, 0, 1, byte(i)}, Headers: meta.Headers()}
@@ -198,7 +197,6 @@ func TestReplayDeadLetters(t *testing.T) {
 		}
 	}
 
-	t.Logf("T written %s", time.Since(tStart))
 	q, err := dlq.Open(ctx, replayConfig(), "payment", dlqT, retryT)
 	if err != nil {
 		t.Fatal(err)
@@ -219,12 +217,10 @@ func TestReplayDeadLetters(t *testing.T) {
 	if !sameStrings(listed, []string{"order-0@0/2", "order-2@0/6", "order-1@1/2", "order-3@1/6"}) {
 		t.Fatalf("listed %v", listed)
 	}
-	t.Logf("T %s", time.Since(tStart))
 	if _, err := q.Get(ctx, 0, 0); err == nil || !strings.Contains(err.Error(), "aborted write") {
 		t.Errorf("Get of an aborted record: %v", err)
 	}
 
-	t.Logf("T %s", time.Since(tStart))
 	n, err := q.Replay(ctx, dlq.All(), dlq.SendOptions{})
 	if err != nil || n != 4 {
 		t.Fatalf("replay: %d, %v", n, err)
@@ -232,7 +228,6 @@ func TestReplayDeadLetters(t *testing.T) {
 	if n, err := q.Discard(ctx, dlq.At(1, 6), dlq.SendOptions{}); err != nil || n != 1 {
 		t.Fatalf("discard: %d, %v", n, err)
 	}
-	t.Logf("T %s", time.Since(tStart))
 	retry := readAll(t, ctx, adm, retryT)
 	if len(retry) != 5 {
 		t.Fatalf("retry topic holds %d records, want 5", len(retry))
@@ -247,7 +242,6 @@ func TestReplayDeadLetters(t *testing.T) {
 			t.Errorf("replay of %s has count %d", r.Key, dlq.ReplayCount(r))
 		}
 	}
-	t.Logf("T %s", time.Since(tStart))
 	out, err := q.Outcomes(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -90,6 +90,10 @@ func newRootCmd() *cobra.Command {
 		newTopologyCmd(),
 		newTopicsCmd(g),
 		newSagaCmd(g),
+		newRunCmd(g),
+		newDLQCmd(g), newReplayCmd(g),
+		newSchemasCmd(g), newProduceCmd(g), newTailCmd(g), newRegistryCmd(g),
+		newStateCmd(g),
 	)
 	return root
 }

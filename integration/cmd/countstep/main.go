@@ -1,0 +1,108 @@
+// Command countstep is a counting step for the integration tests: it counts
+// the Ticks of each instance and answers each with a Counted (at once, or
+// through a durable timer), so that a test can check exactly-once outputs
+// and exact state across kills, restarts and rebalances. It serves its
+// metrics on --http.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/troupehq/troupe/integration/cmd/countstep/events"
+	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/logging"
+	"github.com/troupehq/troupe/pkg/step"
+)
+
+// Count is the state of one instance.
+type Count struct {
+	N int64 `json:"n"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "countstep:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		brokers   = flag.String("brokers", "127.0.0.1:9092", "seed brokers")
+		app       = flag.String("app", "it", "app name")
+		input     = flag.String("input", "ticks", "input topic")
+		output    = flag.String("output", "counted", "output topic")
+		dir       = flag.String("state-dir", "", "state dir")
+		guarantee = flag.String("guarantee", "exactly_once", "exactly_once or at_least_once")
+		protocol  = flag.String("group-protocol", "", "consumer, classic, or empty for auto")
+		session   = flag.Duration("session-timeout", 0, "classic group session timeout")
+		interval  = flag.Duration("commit-interval", 100*time.Millisecond, "commit interval")
+		httpAddr  = flag.String("http", "127.0.0.1:0", "metrics address")
+		logLevel  = flag.String("log-level", "info", "log level")
+	)
+	flag.Parse()
+	log, err := logging.New(os.Stderr, *logLevel, logging.FormatJSON)
+	if err != nil {
+		return err
+	}
+	g, err := step.ParseGuarantee(*guarantee)
+	if err != nil {
+		return err
+	}
+	serde, err := events.NewSerde()
+	if err != nil {
+		return err
+	}
+
+	s := step.New[Count](*app, "count", step.Inputs(*input))
+	step.Handle(s, func(c *step.Context[Count], t events.Tick) error {
+		st, _ := c.State()
+		st.N++
+		c.SetState(st)
+		if t.TimerMs > 0 {
+			return c.After(time.Duration(t.TimerMs)*time.Millisecond, "reply", *output, events.Counted{Seq: t.Seq, Count: st.N, Timer: true})
+		}
+		return c.Emit(*output, events.Counted{Seq: t.Seq, Count: st.N})
+	})
+
+	reg := prometheus.NewRegistry()
+	ln, err := net.Listen("tcp", *httpAddr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "countstep: metrics on http://%s/metrics\n", ln.Addr())
+	srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = step.Run(ctx, s, step.Config{
+		Kafka:          kafka.Config{Brokers: strings.Split(*brokers, ","), ClientID: "countstep", Logger: log},
+		Codec:          serde,
+		StateDir:       *dir,
+		Guarantee:      g,
+		CommitInterval: *interval,
+		GroupProtocol:  step.GroupProtocol(*protocol),
+		SessionTimeout: *session,
+		Registerer:     reg,
+		Logger:         log,
+	})
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,134 @@
+package orders
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/troupehq/troupe/pkg/step"
+	"github.com/troupehq/troupe/pkg/topology"
+)
+
+// The example's rules (DESIGN §11).
+const (
+	// DeclineAboveCents: a payment above this amount is declined.
+	DeclineAboveCents = 100_000
+	// OutOfStockPrefix: a sku with this prefix is out of stock.
+	OutOfStockPrefix = "OOS-"
+	// SlowPrefix: a sku with this prefix makes inventory answer after SlowDelay.
+	SlowPrefix = "SLOW-"
+	// SlowDelay is how long inventory waits for a SLOW- sku: longer than the
+	// saga's 30 s deadline, so such an order times out.
+	SlowDelay = 60 * time.Second
+	// UnshippableCountry cannot be shipped to.
+	UnshippableCountry = "XX"
+)
+
+// The example's business topics, as topology/orders.yaml declares them.
+const (
+	TopicOrders        = "orders"
+	TopicPayments      = "payments"
+	TopicInventory     = "inventory"
+	TopicShipping      = "shipping"
+	TopicCompensations = "compensations"
+)
+
+// Payment is the payment step's state for one order.
+type Payment struct {
+	PaymentID   string `json:"paymentId"`
+	AmountCents int64  `json:"amountCents"`
+	Refunded    bool   `json:"refunded"`
+}
+
+// Reservation is the inventory step's state for one order.
+type Reservation struct {
+	ReservationID string `json:"reservationId"`
+	Released      bool   `json:"released"`
+}
+
+// Shipment is the shipping step's state for one order.
+type Shipment struct {
+	TrackingID string `json:"trackingId"`
+}
+
+// PaymentStep charges an order, or declines it above DeclineAboveCents, and
+// refunds it on RefundPayment.
+func PaymentStep(app string, inputs ...string) *step.Step[Payment] {
+	s := step.New[Payment](app, "payment", step.Inputs(inputs...))
+	step.Handle(s, func(c *step.Context[Payment], o OrderPlaced) error {
+		if o.AmountCents > DeclineAboveCents {
+			return c.Emit(TopicPayments, PaymentDeclined{OrderID: o.OrderID,
+				Reason: fmt.Sprintf("amount %d exceeds the limit of %d", o.AmountCents, DeclineAboveCents)})
+		}
+		p := Payment{PaymentID: "pay-" + o.OrderID, AmountCents: o.AmountCents}
+		c.SetState(p)
+		return c.Emit(TopicPayments, PaymentAuthorized{OrderID: o.OrderID, PaymentID: p.PaymentID,
+			AmountCents: o.AmountCents, Items: o.Items, ShipTo: o.ShipTo})
+	})
+	step.Handle(s, func(c *step.Context[Payment], cmd RefundPayment) error {
+		p, _ := c.State() // no state: nothing was charged, the refund is a no-op
+		if p.PaymentID != "" && !p.Refunded {
+			p.Refunded = true
+			c.SetState(p)
+		}
+		return c.Emit(TopicPayments, PaymentRefunded{OrderID: cmd.OrderID, PaymentID: p.PaymentID})
+	})
+	return s
+}
+
+// InventoryStep reserves an order's items, answers OutOfStock for an OOS-
+// sku, waits SlowDelay (a durable timer) for a SLOW- sku, and releases the
+// reservation on ReleaseInventory.
+func InventoryStep(app string, inputs ...string) *step.Step[Reservation] {
+	s := step.New[Reservation](app, "inventory", step.Inputs(inputs...))
+	step.Handle(s, func(c *step.Context[Reservation], p PaymentAuthorized) error {
+		slow := false
+		for _, it := range p.Items {
+			if strings.HasPrefix(it.SKU, OutOfStockPrefix) {
+				return c.Emit(TopicInventory, OutOfStock{OrderID: p.OrderID, SKU: it.SKU})
+			}
+			slow = slow || strings.HasPrefix(it.SKU, SlowPrefix)
+		}
+		r := Reservation{ReservationID: "res-" + p.OrderID}
+		c.SetState(r)
+		reserved := InventoryReserved{OrderID: p.OrderID, ReservationID: r.ReservationID, ShipTo: p.ShipTo}
+		if slow {
+			return c.After(SlowDelay, "slow-reserve", TopicInventory, reserved)
+		}
+		return c.Emit(TopicInventory, reserved)
+	})
+	step.Handle(s, func(c *step.Context[Reservation], cmd ReleaseInventory) error {
+		r, _ := c.State()
+		c.Cancel("slow-reserve")
+		if r.ReservationID != "" && !r.Released {
+			r.Released = true
+			c.SetState(r)
+		}
+		return c.Emit(TopicInventory, InventoryReleased{OrderID: cmd.OrderID, ReservationID: r.ReservationID})
+	})
+	return s
+}
+
+// ShippingStep books a shipment, or fails for country XX.
+func ShippingStep(app string, inputs ...string) *step.Step[Shipment] {
+	s := step.New[Shipment](app, "shipping", step.Inputs(inputs...))
+	step.Handle(s, func(c *step.Context[Shipment], r InventoryReserved) error {
+		if r.ShipTo.Country == UnshippableCountry {
+			return c.Emit(TopicShipping, ShipmentFailed{OrderID: r.OrderID, Reason: "cannot ship to " + r.ShipTo.Country})
+		}
+		sh := Shipment{TrackingID: "trk-" + r.OrderID}
+		c.SetState(sh)
+		return c.Emit(TopicShipping, ShipmentScheduled{OrderID: r.OrderID, TrackingID: sh.TrackingID})
+	})
+	return s
+}
+
+// Steps returns the example's steps by name, with the inputs the topology
+// gives each.
+func Steps(t *topology.Topology) map[string]step.Definition {
+	return map[string]step.Definition{
+		"payment":   PaymentStep(t.App, t.InputTopics("payment")...),
+		"inventory": InventoryStep(t.App, t.InputTopics("inventory")...),
+		"shipping":  ShippingStep(t.App, t.InputTopics("shipping")...),
+	}
+}

@@ -1,0 +1,55 @@
+// Package registry is troupe's built-in schema registry: the part of the
+// Confluent Schema Registry REST API that Avro serializers in every language
+// use, kept in a compacted Kafka topic (DESIGN §6). `troupe dev` serves it
+// on --registry-port; `troupe registry` runs it alone. Any
+// Confluent-compatible registry (Confluent, Karapace, Redpanda, Apicurio)
+// can replace it: troupe's client only speaks the standard API.
+//
+// Served: GET /subjects, GET|POST /subjects/{s}/versions,
+// GET /subjects/{s}/versions/{v|latest}[/schema], POST /subjects/{s}
+// (lookup), DELETE /subjects/{s}[/versions/{v}] (soft), GET
+// /schemas/ids/{id}[/schema|/versions|/subjects], GET /schemas/types, POST
+// /compatibility/subjects/{s}/versions[/{v|latest}], GET|PUT|DELETE
+// /config[/{s}], GET /mode. Errors are Confluent's: {"error_code":40401,
+// "message":"..."}. Avro only, without schema references; no permanent
+// deletion (ids must stay stable), no IMPORT mode, no contexts.
+//
+// # Storage and several instances
+//
+// Every change is a record in the topic (default _schemas, one partition,
+// cleanup.policy=compact); the in-memory state is the topic applied in
+// order. A Server reads the topic to its end before it answers (Ready), and
+// then keeps following it, so changes made through another instance appear
+// here too.
+//
+// Confluent's registry elects a leader that assigns ids. This one has no
+// leader: a write is a proposal (subject, version, id, schema) computed from
+// the writer's view, appended to the topic, and applied by every instance
+// with one deterministic rule: the first proposal for a (subject, version)
+// slot wins, and a proposal whose id is taken by another schema (or whose
+// schema has another id) loses and changes nothing. The writer waits until it
+// has read its own record back: if it won, it answers; if it lost to a
+// concurrent write from another instance, it recomputes against the newer
+// state (re-checking compatibility) and tries again. Because all instances
+// apply the same log in the same order, they agree on every id, and a
+// restarted instance rebuilds exactly the same state. Schema records are
+// never rewritten (each proposal has its own key), so compaction cannot
+// reorder or drop them; deletions and settings are separate records whose
+// meaning does not depend on their position.
+//
+// Reads are served from memory. A read that finds nothing (an id or subject
+// another instance registered a moment ago) first catches up with the end of
+// the topic, so a client that registers through one instance and reads
+// through another sees its write.
+//
+// # Compatibility
+//
+// A new version is checked against the latest live version (or every live
+// version for the _TRANSITIVE levels) under the subject's level, else the
+// global one (BACKWARD by default), with hamba/avro's schema compatibility
+// check. When it fails, the registry walks both schemas to name each field
+// that broke it, e.g.
+//
+//	field "customerId" (string) was added without a default: data written
+//	with version 1 has no value for it; give it a default (BACKWARD: ...)
+package registry

@@ -1,0 +1,89 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+const runLong = `Runs one step of a topology as a member of its consumer group (<app>.<step>)
+against real Kafka brokers. Start the same command N times — on one machine or
+many — and Kafka spreads the partitions over the replicas; when one stops or
+dies, its partitions move and the new owner restores their state from the
+step's changelog before processing.
+
+Each process keeps its state in --state-dir (one directory per process and
+step; never share one). /metrics, /healthz and /readyz are served on --http;
+/readyz answers 503 while state is restoring. SIGTERM finishes the current
+batch, commits it and exits.`
+
+// RunCommand returns the `run` command for app. g holds the global flags,
+// registered on the root command by the caller.
+func RunCommand(app App, g *Globals) *cobra.Command {
+	var o RunOptions
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run one step (or the saga coordinator) as a consumer-group member",
+		Long:  runLong,
+		Example: `  troupe run --topology topology/orders.yaml --step payment
+  troupe run --topology topology/orders.yaml --step payment --state-dir /var/lib/troupe/payment-1 --http 0.0.0.0:8090
+  TROUPE_BROKERS=kafka-1:9092,kafka-2:9092 troupe run --topology topology/orders.yaml --step shipping --guarantee at_least_once`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return Run(cmd.Context(), app, g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Topology, "topology", "topology/orders.yaml", "topology file")
+	f.StringVar(&o.Step, "step", "", "the step to run (a step name of the topology)")
+	f.StringVar(&o.Coordinator, "coordinator", "", "run the coordinator of this saga instead of a step")
+	f.StringVar(&o.StateDir, "state-dir", "", "directory of this process's local state (default .troupe/state/<app>.<step>)")
+	f.StringVar(&o.Guarantee, "guarantee", "", "exactly_once or at_least_once (default: the topology's)")
+	f.StringVar(&o.HTTP, "http", defaultHTTP, "address of /metrics, /healthz, /readyz")
+	return cmd
+}
+
+// Main is the whole main function of a user's step binary: the global flags,
+// `run` and `version`, signal handling and exit codes (0 ok, 1 failure,
+// 2 bad usage). It does not return.
+func Main(app App) {
+	if app.Version == "" {
+		app.Version = "dev"
+	}
+	g := &Globals{}
+	root := &cobra.Command{
+		Use:           app.Name,
+		Short:         app.Name + " runs troupe steps",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if err := g.Setup(); err != nil {
+				return fmt.Errorf("%w: %w", ErrUsage, err)
+			}
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %w", ErrUsage, err) })
+	g.AddFlags(root.PersistentFlags())
+	root.AddCommand(RunCommand(app, g), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), app.Name, app.Version) },
+	})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err == nil {
+		os.Exit(0)
+	}
+	fmt.Fprintln(os.Stderr, "error:", err)
+	if errors.Is(err, ErrUsage) {
+		os.Exit(2)
+	}
+	os.Exit(1)
+}

@@ -1,0 +1,217 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+
+	"github.com/troupehq/troupe/pkg/api"
+	"github.com/troupehq/troupe/pkg/example/orders"
+	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/registry"
+	"github.com/troupehq/troupe/pkg/topology"
+	topologies "github.com/troupehq/troupe/topology"
+)
+
+// DevOptions are the flags of `troupe dev`.
+type DevOptions struct {
+	KafkaPort    int
+	RegistryPort int
+	DataDir      string
+	HTTP         string
+	DemoRate     float64
+	// Topology is a topology file; empty runs the embedded example.
+	Topology string
+	// SummaryEvery is how often a summary line is printed; default 5 s.
+	SummaryEvery time.Duration
+	// Out receives the banner and the summary lines.
+	Out io.Writer
+}
+
+// Dev runs the whole stack in one process until ctx is done: the embedded
+// broker, the built-in registry, the topology's topics, every step, the HTTP
+// server and the demo load.
+func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
+	log := g.Log.With().Str("component", "dev").Logger()
+	if o.SummaryEvery <= 0 {
+		o.SummaryEvery = 5 * time.Second
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"--kafka-port", o.KafkaPort}, {"--registry-port", o.RegistryPort}} {
+		if p.v <= 0 || p.v > 65535 {
+			return usage("%s %d is not a port (1-65535)", p.name, p.v)
+		}
+	}
+	var t *topology.Topology
+	var err error
+	if o.Topology == "" {
+		t, err = topology.Parse("topology/orders.yaml (embedded)", topologies.Orders)
+	} else {
+		t, err = topology.Load(o.Topology)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	defs := app.Steps(t)
+	for _, name := range t.StepNames() {
+		if defs[name] == nil {
+			return usage("the app has no handlers for step %q of %s", name, t.File)
+		}
+	}
+
+	// Bind the HTTP ports first: a clash is the most likely start-up error.
+	httpLn, err := api.Listen(o.HTTP, "--http")
+	if err != nil {
+		return err
+	}
+	defer httpLn.Close()
+	regAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(o.RegistryPort))
+	regLn, err := api.Listen(regAddr, "--registry-port")
+	if err != nil {
+		return err
+	}
+	defer regLn.Close()
+
+	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Port: o.KafkaPort, DataDir: filepath.Join(o.DataDir, "kafka"), Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		broker.Close()
+		log.Info().Msg("embedded Kafka stopped")
+	}()
+	kcfg := kafka.Config{Brokers: []string{broker.Addr()}, ClientID: "troupe-dev", Logger: g.Log}
+	log.Info().Str("brokers", broker.Addr()).Str("data_dir", o.DataDir).Msg("embedded Kafka ready")
+
+	// The registry has a life of its own: it must serve until the steps
+	// have stopped, since they may still encode while they shut down.
+	regCtx, stopRegistry := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRegistry()
+	reg, err := registry.New(registry.Config{Kafka: kcfg, ReplicationFactor: t.Replication}, g.Log)
+	if err != nil {
+		return err
+	}
+	regDone := make(chan error, 1)
+	go func() { regDone <- reg.Serve(regCtx, regLn) }()
+	defer func() { stopRegistry(); <-regDone }()
+	select {
+	case <-reg.Ready():
+	case err := <-regDone:
+		return fmt.Errorf("schema registry: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
+	log.Info().Str("registry", "http://"+regAddr).Msg("schema registry ready")
+
+	if err := applyTopics(ctx, kcfg, t); err != nil {
+		return err
+	}
+	env, err := NewEnv(app, kcfg, "http://"+regAddr, app.Version, g.Log)
+	if err != nil {
+		return err
+	}
+	var loops []func(context.Context) error
+	for _, name := range t.StepNames() {
+		gu, err := GuaranteeOf(t, "")
+		if err != nil {
+			return err
+		}
+		rt, err := env.NewStep(t, defs[name], name, StepOptions{
+			StateDir:  filepath.Join(o.DataDir, "state", t.App+"."+name),
+			Guarantee: gu,
+		})
+		if err != nil {
+			return err
+		}
+		loops = append(loops, rt.Run)
+	}
+
+	producer, err := kafka.NewClient(ctx, kcfg)
+	if err != nil {
+		return err
+	}
+	defer producer.Close()
+	demo := &orders.Demo{Client: producer, Serde: env.Serde, Rate: o.DemoRate}
+	obs := NewObserver()
+	topics := make([]string, 0, len(t.Topics))
+	for _, tp := range t.Topics {
+		topics = append(topics, tp.Name)
+	}
+	loops = append(loops, demo.Run,
+		func(ctx context.Context) error { return obs.Run(ctx, kcfg, topics) },
+		func(ctx context.Context) error { return summarize(ctx, o, t, demo, obs) },
+	)
+
+	fmt.Fprintf(o.Out, `
+troupe dev is up: saga %q with steps %s.
+  Kafka     %s   (any Kafka client; data in %s)
+  registry  http://%s
+  HTTP      http://%s   (/metrics /healthz /readyz /api)
+  demo      %g orders/s (--demo-rate; 0 = off)
+In another terminal:
+  troupe tail --topic orders --follow
+  troupe produce --topic orders --type %s --key my-order --data '{...}'
+Ctrl-C stops.
+
+`, t.Saga, strings.Join(t.StepNames(), ", "), broker.Addr(), o.DataDir, regAddr, httpLn.Addr(), o.DemoRate, t.Trigger)
+
+	err = serve(ctx, httpLn, env, loops...)
+	log.Info().Msg("stopped")
+	return err
+}
+
+// applyTopics creates every topic the topology needs on the embedded broker.
+func applyTopics(ctx context.Context, cfg kafka.Config, t *topology.Topology) error {
+	cl, err := kafka.NewClient(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	plan, err := topology.MakePlan(ctx, cl, t.TopicSpecs())
+	if err != nil {
+		return err
+	}
+	if err := plan.Err(); err != nil {
+		return fmt.Errorf("the data dir's topics do not match %s (delete the data dir to start over): %w", t.File, err)
+	}
+	_, err = plan.Apply(ctx, cl)
+	return err
+}
+
+// summarize prints one line every o.SummaryEvery: orders placed, events per
+// second, and outcomes so far.
+func summarize(ctx context.Context, o DevOptions, t *topology.Topology, demo *orders.Demo, obs *Observer) error {
+	tick := time.NewTicker(o.SummaryEvery)
+	defer tick.Stop()
+	var lastTotal int64
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-tick.C:
+			c := obs.Counts()
+			var total int64
+			for _, v := range c {
+				total += v
+			}
+			rate := float64(total-lastTotal) / now.Sub(last).Seconds()
+			lastTotal, last = total, now
+			var ends []string
+			for _, ev := range append(append([]string{}, t.CompletesOn...), t.FailsOn...) {
+				ends = append(ends, fmt.Sprintf("%s %d", t.ShortName(ev), c[ev]))
+			}
+			fmt.Fprintf(o.Out, "%s  orders placed %d · events %.0f/s · %s\n",
+				now.Format("15:04:05"), demo.Placed.Load(), rate, strings.Join(ends, " · "))
+		}
+	}
+}
+

@@ -1,0 +1,104 @@
+package runner
+
+import (
+	"os"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/logging"
+)
+
+// Globals are the flags every troupe command shares (DESIGN §7). Each has an
+// environment variable; the flag wins over the variable, the variable over
+// the default.
+type Globals struct {
+	Brokers   string
+	Registry  string
+	API       string
+	LogLevel  string
+	LogFormat string
+
+	TLS         bool
+	TLSCA       string
+	TLSCert     string
+	TLSKey      string
+	TLSInsecure bool
+	SASLMech    string
+	SASLUser    string
+	SASLPass    string
+
+	// Log is set by Setup.
+	Log zerolog.Logger
+}
+
+// AddFlags registers the global flags on fs.
+func (g *Globals) AddFlags(f *pflag.FlagSet) {
+	envString(f, &g.Brokers, "brokers", "TROUPE_BROKERS", kafka.DefaultBrokers, "Kafka seed brokers, comma-separated host:port")
+	envString(f, &g.Registry, "registry", "TROUPE_REGISTRY_URL", "http://127.0.0.1:8081", "schema registry URL (Confluent-compatible)")
+	envString(f, &g.API, "api", "TROUPE_API_URL", "http://127.0.0.1:8080", "troupe HTTP API URL, for the saga commands")
+	envString(f, &g.LogLevel, "log-level", "TROUPE_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	envString(f, &g.LogFormat, "log-format", "TROUPE_LOG_FORMAT", "console", "log format: console or json")
+	envBool(f, &g.TLS, "tls", "TROUPE_TLS", "connect to Kafka with TLS")
+	envString(f, &g.TLSCA, "tls-ca", "TROUPE_TLS_CA", "", "PEM file of CA certificates to trust (implies --tls)")
+	envString(f, &g.TLSCert, "tls-cert", "TROUPE_TLS_CERT", "", "PEM client certificate for mTLS (with --tls-key)")
+	envString(f, &g.TLSKey, "tls-key", "TROUPE_TLS_KEY", "", "PEM client key for mTLS (with --tls-cert)")
+	envBool(f, &g.TLSInsecure, "tls-insecure", "TROUPE_TLS_INSECURE", "skip verification of the broker's certificate (testing only)")
+	envString(f, &g.SASLMech, "sasl-mechanism", "TROUPE_SASL_MECHANISM", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+	envString(f, &g.SASLUser, "sasl-user", "TROUPE_SASL_USER", "", "SASL user name")
+	envString(f, &g.SASLPass, "sasl-password", "TROUPE_SASL_PASSWORD", "", "SASL password (prefer the environment variable)")
+}
+
+// Setup builds the logger the flags describe.
+func (g *Globals) Setup() error {
+	l, err := logging.New(os.Stderr, g.LogLevel, logging.Format(g.LogFormat))
+	if err != nil {
+		return err
+	}
+	g.Log = l
+	return nil
+}
+
+// KafkaConfig is the Kafka connection the flags describe.
+func (g *Globals) KafkaConfig() kafka.Config {
+	return kafka.Config{
+		Brokers:       SplitList(g.Brokers),
+		TLS:           g.TLS,
+		TLSCAFile:     g.TLSCA,
+		TLSCertFile:   g.TLSCert,
+		TLSKeyFile:    g.TLSKey,
+		TLSInsecure:   g.TLSInsecure,
+		SASLMechanism: g.SASLMech,
+		SASLUser:      g.SASLUser,
+		SASLPassword:  g.SASLPass,
+		Logger:        g.Log,
+	}
+}
+
+// SplitList splits a comma-separated list, dropping empty items.
+func SplitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func envString(f *pflag.FlagSet, p *string, name, env, def, usage string) {
+	if v, ok := os.LookupEnv(env); ok && v != "" {
+		def = v
+	}
+	f.StringVar(p, name, def, usage+" ["+env+"]")
+}
+
+func envBool(f *pflag.FlagSet, p *bool, name, env, usage string) {
+	def := false
+	if v, ok := os.LookupEnv(env); ok {
+		def = v == "1" || strings.EqualFold(v, "true") || strings.EqualFold(v, "yes")
+	}
+	f.BoolVar(p, name, def, usage+" ["+env+"]")
+}

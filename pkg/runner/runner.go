@@ -1,0 +1,180 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/troupehq/troupe/pkg/api"
+	"github.com/troupehq/troupe/pkg/avro"
+	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/metrics"
+	"github.com/troupehq/troupe/pkg/step"
+	"github.com/troupehq/troupe/pkg/topology"
+)
+
+// App is a program's steps: what Main and `troupe run` run.
+type App struct {
+	// Name is the binary's name, for --help.
+	Name string
+	// Version is printed by the version command; default "dev".
+	Version string
+	// Types registers the app's event types (Go type + Avro schema) with
+	// the serde.
+	Types func(*avro.Serde) error
+	// Steps returns the app's step definitions by step name, for a
+	// topology. Every step of the topology needs one.
+	Steps func(*topology.Topology) map[string]step.Definition
+}
+
+// Env is what every component of one troupe process shares: the Kafka
+// connection, the serde, the metrics registry and the HTTP server.
+type Env struct {
+	Kafka   kafka.Config
+	Serde   *avro.Serde
+	Metrics *prometheus.Registry
+	Server  *api.Server
+	Log     zerolog.Logger
+}
+
+// NewEnv builds an Env: a registry client for registryURL, a serde with
+// auto-registration on and the app's types, a metrics registry and an HTTP
+// server.
+func NewEnv(app App, kcfg kafka.Config, registryURL, version string, log zerolog.Logger) (*Env, error) {
+	rc, err := avro.NewRegistryClient(registryURL)
+	if err != nil {
+		return nil, err
+	}
+	serde := avro.NewSerde(rc, avro.AutoRegister(true))
+	if app.Types != nil {
+		if err := app.Types(serde); err != nil {
+			return nil, fmt.Errorf("register event types: %w", err)
+		}
+	}
+	reg := metrics.NewRegistry(version)
+	return &Env{Kafka: kcfg, Serde: serde, Metrics: reg, Server: api.New(reg, log), Log: log}, nil
+}
+
+// StepOptions say how to run one step.
+type StepOptions struct {
+	// StateDir is the step's own state directory.
+	StateDir  string
+	Guarantee step.Guarantee
+}
+
+// NewStep builds the runtime of step name of topology t and registers its
+// readiness on the env's server.
+func (e *Env) NewStep(t *topology.Topology, def step.Definition, name string, o StepOptions) (*step.Runtime, error) {
+	rt, err := step.NewRuntime(def, step.Config{
+		Kafka:      e.Kafka,
+		Codec:      e.Serde,
+		StateDir:   o.StateDir,
+		Guarantee:  o.Guarantee,
+		Registerer: e.Metrics,
+		Logger:     e.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.Server.AddReadiness("step "+name, rt.Ready)
+	return rt, nil
+}
+
+// GuaranteeOf maps a topology's guarantee, overridden by flag when flag is
+// not empty, to the step runtime's.
+func GuaranteeOf(t *topology.Topology, flag string) (step.Guarantee, error) {
+	g := string(t.Guarantee)
+	if flag != "" {
+		g = flag
+	}
+	return step.ParseGuarantee(g)
+}
+
+// RunOptions are the flags of `run`.
+type RunOptions struct {
+	Topology    string
+	Step        string
+	Coordinator string
+	StateDir    string
+	Guarantee   string
+	HTTP        string
+}
+
+// ErrUsage marks errors in the flags or input of Run: exit code 2.
+var ErrUsage = errors.New("usage")
+
+func usage(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrUsage}, args...)...)
+}
+
+// Run runs one step of app (or, with o.Coordinator, the saga's coordinator)
+// until ctx is done, serving /metrics, /healthz and /readyz on o.HTTP.
+func Run(ctx context.Context, app App, g *Globals, o RunOptions) error {
+	t, err := topology.Load(o.Topology)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	switch {
+	case o.Step == "" && o.Coordinator == "":
+		return usage("pass --step NAME (one of %v) or --coordinator %s", t.StepNames(), t.Saga)
+	case o.Step != "" && o.Coordinator != "":
+		return usage("pass either --step or --coordinator, not both")
+	case o.Coordinator != "":
+		return usage("--coordinator: the saga coordinator is not available in this build yet")
+	}
+	defs := app.Steps(t)
+	def, ok := defs[o.Step]
+	if _, inTopo := t.Step(o.Step); !inTopo || !ok {
+		return usage("unknown step %q: the topology %s has steps %v", o.Step, o.Topology, t.StepNames())
+	}
+	g2, err := GuaranteeOf(t, o.Guarantee)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	dir := o.StateDir
+	if dir == "" {
+		dir = filepath.Join(".troupe", "state", t.App+"."+o.Step)
+	}
+	log := g.Log.With().Str("app", t.App).Str("step", o.Step).Logger()
+	env, err := NewEnv(app, g.KafkaConfig(), g.Registry, app.Version, log)
+	if err != nil {
+		return err
+	}
+	rt, err := env.NewStep(t, def, o.Step, StepOptions{StateDir: dir, Guarantee: g2})
+	if err != nil {
+		return err
+	}
+	ln, err := api.Listen(o.HTTP, "--http")
+	if err != nil {
+		return err
+	}
+	log.Info().Str("http", "http://"+ln.Addr().String()).Str("state_dir", dir).Stringer("guarantee", g2).
+		Strs("brokers", env.Kafka.Brokers).Msg("starting step")
+	return serve(ctx, ln, env, rt.Run)
+}
+
+// serve runs the HTTP server and the given loops until ctx is done or one
+// of them fails; then it stops the rest.
+func serve(ctx context.Context, ln net.Listener, env *Env, loops ...func(context.Context) error) error {
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return api.Serve(ctx, ln, env.Server.Handler()) })
+	for _, loop := range loops {
+		eg.Go(func() error { return loop(ctx) })
+	}
+	err := eg.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// defaultHTTP is where a step process serves by default: not 8080, which
+// `troupe dev` takes, so both can run on one machine.
+const defaultHTTP = "127.0.0.1:8090"
+

@@ -1,0 +1,168 @@
+package state
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+)
+
+// ErrBadRecord means a stored value cannot be decoded: the store or the
+// changelog was written by an incompatible version, or is corrupt.
+var ErrBadRecord = errors.New("malformed state record")
+
+const recordVersion = 1
+
+// Instance is what a step keeps for one saga instance under InstanceKey: the
+// user's state, the hashes of the most recent event ids it processed (to
+// drop a duplicate produce of the same event), and whether the saga ended.
+// Keeping all three in one value makes processing one event one state write
+// and one changelog record, not three.
+type Instance struct {
+	// State is the user's state, encoded by the step; nil when there is none.
+	State []byte
+	// Ended marks an instance whose saga ended: later inputs are dropped.
+	// Reserved for the saga-ended issue.
+	Ended bool
+	// Seen holds hashes of recently processed ce_ids, oldest first.
+	Seen []uint64
+}
+
+const (
+	flagHasState = 1 << iota
+	flagEnded
+)
+
+// IDHash is the hash of an event id that Instance.Seen keeps. 64 bits keep a
+// false "duplicate" out of reach (about 1 in 10^17 for a window of 16).
+func IDHash(id string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(id))
+	return h.Sum64()
+}
+
+// HasSeen reports whether the event id is among the recently processed ones.
+func (in *Instance) HasSeen(id string) bool {
+	return id != "" && slices.Contains(in.Seen, IDHash(id))
+}
+
+// Remember records id as processed, keeping at most window ids.
+func (in *Instance) Remember(id string, window int) {
+	if id == "" || window <= 0 {
+		return
+	}
+	in.Seen = append(in.Seen, IDHash(id))
+	if over := len(in.Seen) - window; over > 0 {
+		in.Seen = append(in.Seen[:0], in.Seen[over:]...)
+	}
+}
+
+// Append appends the encoding of in to b.
+func (in *Instance) Append(b []byte) []byte {
+	var flags byte
+	if in.State != nil {
+		flags |= flagHasState
+	}
+	if in.Ended {
+		flags |= flagEnded
+	}
+	b = append(b, recordVersion, flags)
+	b = binary.AppendUvarint(b, uint64(len(in.Seen)))
+	for _, h := range in.Seen {
+		b = binary.BigEndian.AppendUint64(b, h)
+	}
+	return append(b, in.State...)
+}
+
+// DecodeInstance decodes an instance record. The result does not alias b.
+func DecodeInstance(b []byte) (Instance, error) {
+	var in Instance
+	if len(b) < 3 || b[0] != recordVersion {
+		return in, fmt.Errorf("%w: instance record of %d bytes, version %d", ErrBadRecord, len(b), first(b))
+	}
+	flags := b[1]
+	n, w := binary.Uvarint(b[2:])
+	if w <= 0 || n > uint64(len(b)) {
+		return in, fmt.Errorf("%w: instance record seen count", ErrBadRecord)
+	}
+	rest := b[2+w:]
+	if uint64(len(rest)) < 8*n {
+		return in, fmt.Errorf("%w: instance record truncated", ErrBadRecord)
+	}
+	in.Seen = make([]uint64, n)
+	for i := range in.Seen {
+		in.Seen[i] = binary.BigEndian.Uint64(rest[8*i:])
+	}
+	rest = rest[8*n:]
+	if flags&flagHasState != 0 {
+		in.State = append(make([]byte, 0, len(rest)), rest...)
+	}
+	in.Ended = flags&flagEnded != 0
+	return in, nil
+}
+
+// Timer is a scheduled event: at its fire time the step emits Value to Topic,
+// keyed by the instance id, with headers built from the other fields.
+type Timer struct {
+	// EventID is the ce_id of the event it emits, fixed when the timer is set
+	// so that a timer fired twice (at-least-once) is dropped downstream.
+	EventID string
+	Topic   string
+	// Type is the ce_type of the event; Value its encoded value.
+	Type  string
+	Value []byte
+	// Metadata of the event that set the timer, carried into the fired event.
+	SagaID        string
+	CorrelationID string
+	CausationID   string
+	TraceParent   string
+}
+
+// Append appends the encoding of t to b.
+func (t *Timer) Append(b []byte) []byte {
+	b = append(b, recordVersion)
+	for _, s := range []string{t.EventID, t.Topic, t.Type, t.SagaID, t.CorrelationID, t.CausationID, t.TraceParent} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return append(b, t.Value...)
+}
+
+// DecodeTimer decodes a timer record. The result does not alias b.
+func DecodeTimer(b []byte) (Timer, error) {
+	var t Timer
+	if len(b) < 1 || b[0] != recordVersion {
+		return t, fmt.Errorf("%w: timer record of %d bytes, version %d", ErrBadRecord, len(b), first(b))
+	}
+	rest := b[1:]
+	for _, dst := range []*string{&t.EventID, &t.Topic, &t.Type, &t.SagaID, &t.CorrelationID, &t.CausationID, &t.TraceParent} {
+		n, w := binary.Uvarint(rest)
+		if w <= 0 || n > uint64(len(rest)-w) {
+			return t, fmt.Errorf("%w: timer record truncated", ErrBadRecord)
+		}
+		*dst = string(rest[w : w+int(n)])
+		rest = rest[w+int(n):]
+	}
+	t.Value = append([]byte(nil), rest...)
+	return t, nil
+}
+
+// EncodeOffset and DecodeOffset are the value of an input offset or meta
+// offset key.
+func EncodeOffset(off int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(off)) }
+
+// DecodeOffset decodes a value written by EncodeOffset.
+func DecodeOffset(b []byte) (int64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("%w: offset of %d bytes", ErrBadRecord, len(b))
+	}
+	return int64(binary.BigEndian.Uint64(b)), nil
+}
+
+func first(b []byte) int {
+	if len(b) == 0 {
+		return -1
+	}
+	return int(b[0])
+}

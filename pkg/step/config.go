@@ -1,0 +1,165 @@
+package step
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/troupehq/troupe/pkg/kafka"
+)
+
+// Guarantee is the delivery guarantee of a step.
+type Guarantee int
+
+const (
+	// ExactlyOnce (the default) consumes, handles and produces outputs and
+	// changelog records in one Kafka transaction per commit interval: every
+	// input affects state and outputs exactly once, as seen by read_committed
+	// consumers. It cannot cover effects outside Kafka (an HTTP call in a
+	// handler runs again if its transaction aborts).
+	ExactlyOnce Guarantee = iota
+	// AtLeastOnce produces without transactions, then applies state, then
+	// commits offsets. After a crash, inputs are redelivered: state stays
+	// exact (redelivered and duplicate events are dropped by offset and by
+	// ce_id), but outputs of the interval may be produced twice (with the
+	// same ce_id, so a downstream step drops the copy). Faster.
+	AtLeastOnce
+)
+
+func (g Guarantee) String() string {
+	switch g {
+	case ExactlyOnce:
+		return "exactly_once"
+	case AtLeastOnce:
+		return "at_least_once"
+	}
+	return fmt.Sprintf("Guarantee(%d)", int(g))
+}
+
+// ParseGuarantee parses "exactly_once" or "at_least_once" (as in the
+// topology file and --guarantee).
+func ParseGuarantee(s string) (Guarantee, error) {
+	switch strings.ReplaceAll(strings.ToLower(s), "-", "_") {
+	case "exactly_once", "eos", "":
+		return ExactlyOnce, nil
+	case "at_least_once", "alos":
+		return AtLeastOnce, nil
+	}
+	return 0, fmt.Errorf("unknown guarantee %q (use exactly_once or at_least_once)", s)
+}
+
+// GroupProtocol chooses the consumer group protocol.
+type GroupProtocol string
+
+const (
+	// GroupProtocolAuto (the default) uses the KIP-848 consumer protocol when
+	// every broker offers it, else the classic one.
+	GroupProtocolAuto GroupProtocol = ""
+	// GroupProtocolConsumer is KIP-848: the broker assigns partitions (its
+	// range assignor, which keeps partition N of every input together),
+	// incrementally, without stopping the group. Kafka 4.0+.
+	GroupProtocolConsumer GroupProtocol = "consumer"
+	// GroupProtocolClassic is the classic protocol with troupe's cooperative
+	// co-partitioning balancer (see Balancer).
+	GroupProtocolClassic GroupProtocol = "classic"
+)
+
+// Config is how a step runs. Kafka, Codec and StateDir are required; every
+// other field has a default.
+type Config struct {
+	// Kafka is how to reach the cluster.
+	Kafka kafka.Config
+	// Codec encodes and decodes events; an *avro.Serde.
+	Codec Codec
+	// StateDir holds the step's local state store. It belongs to this one
+	// step: another step's dir is refused.
+	StateDir string
+
+	// Guarantee defaults to ExactlyOnce.
+	Guarantee Guarantee
+	// CommitInterval is how often the step commits: one transaction (or one
+	// offset commit) per interval. Default 100 ms. Longer means fewer, larger
+	// transactions (more throughput) and later outputs.
+	CommitInterval time.Duration
+	// TransactionTimeout is how long the broker waits for a transaction of
+	// this step before aborting it (if the process died). Default 10 s.
+	TransactionTimeout time.Duration
+	// GroupProtocol defaults to GroupProtocolAuto.
+	GroupProtocol GroupProtocol
+	// SessionTimeout is how long the group waits for a silent member before
+	// moving its partitions, with the classic protocol (with KIP-848 the
+	// broker sets it: group.consumer.session.timeout.ms). Default 45 s.
+	SessionTimeout time.Duration
+	// InstanceID names this process in its transactional id. Default: an id
+	// kept in the state dir, so that a restarted process fences its own
+	// unfinished transaction at once. Two processes must never share one.
+	InstanceID string
+	// DedupeWindow is how many recent event ids each instance remembers, to
+	// drop an event produced twice. Default 16.
+	DedupeWindow int
+	// MaxPollRecords bounds the records taken per poll. Default 10,000.
+	MaxPollRecords int
+
+	// Registerer gets the step's metrics; nil registers them nowhere.
+	Registerer prometheus.Registerer
+	// Logger is the step's logger; its children carry app, step, topic and
+	// partition.
+	Logger zerolog.Logger
+}
+
+// Validate reports every problem with c at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := c.Kafka.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Codec == nil {
+		errs = append(errs, errors.New("no codec: set Config.Codec (an *avro.Serde)"))
+	}
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("no state dir: set Config.StateDir (--state-dir)"))
+	}
+	if c.Guarantee != ExactlyOnce && c.Guarantee != AtLeastOnce {
+		errs = append(errs, fmt.Errorf("unknown guarantee %d (use step.ExactlyOnce or step.AtLeastOnce)", c.Guarantee))
+	}
+	switch c.GroupProtocol {
+	case GroupProtocolAuto, GroupProtocolConsumer, GroupProtocolClassic:
+	default:
+		errs = append(errs, fmt.Errorf("unknown group protocol %q (use consumer or classic, or leave empty)", c.GroupProtocol))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"CommitInterval", c.CommitInterval}, {"TransactionTimeout", c.TransactionTimeout}, {"SessionTimeout", c.SessionTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %s is negative", d.name, d.v))
+		}
+	}
+	if c.TransactionTimeout > 0 && c.CommitInterval >= c.TransactionTimeout {
+		errs = append(errs, fmt.Errorf("CommitInterval %s must be well below TransactionTimeout %s", c.CommitInterval, c.TransactionTimeout))
+	}
+	if c.DedupeWindow < 0 || c.MaxPollRecords < 0 {
+		errs = append(errs, errors.New("DedupeWindow and MaxPollRecords must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.CommitInterval == 0 {
+		c.CommitInterval = 100 * time.Millisecond
+	}
+	if c.TransactionTimeout == 0 {
+		c.TransactionTimeout = 10 * time.Second
+	}
+	if c.DedupeWindow == 0 {
+		c.DedupeWindow = 16
+	}
+	if c.MaxPollRecords == 0 {
+		c.MaxPollRecords = 10_000
+	}
+	return c
+}

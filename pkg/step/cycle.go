@@ -1,0 +1,572 @@
+package step
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/troupehq/troupe/pkg/event"
+	"github.com/troupehq/troupe/pkg/logging"
+	"github.com/troupehq/troupe/pkg/state"
+)
+
+// maxTimersPerInterval bounds the timers one partition fires per commit
+// interval, so that a backlog of due timers cannot make one transaction huge.
+const maxTimersPerInterval = 1000
+
+// cycle is one commit interval: the records handled, the timers fired, and
+// the state they changed, committed (or dropped) together.
+type cycle struct {
+	rt    *Runtime
+	ctx   context.Context // the step's; cancelled at shutdown
+	pctx  context.Context // for producing: not cancelled at shutdown
+	txn   *state.Txn
+	tasks map[int32]*taskCycle
+
+	// work counts what the interval did: an idle one commits nothing.
+	work int
+	// abort means the interval must not commit (exactly-once): a record came
+	// for a partition that is not active (it was just revoked).
+	abort bool
+	// failed is the first record that failed; its partition stops.
+	failed *failure
+
+	mu      sync.Mutex // guards what the produce promises set
+	prodErr error
+	clNext  map[int32]int64 // next changelog offset per partition
+
+	buf []byte
+}
+
+type taskCycle struct {
+	t *task
+	// applied is the next offset per topic after this interval, with the
+	// leader epoch of the last record (for at-least-once commits).
+	applied map[string]kgo.EpochOffset
+	failed  bool
+}
+
+type failure struct {
+	t   *task
+	err *RecordError
+}
+
+func (rt *Runtime) newCycle(ctx context.Context) *cycle {
+	return &cycle{
+		rt:     rt,
+		ctx:    ctx,
+		pctx:   context.WithoutCancel(ctx),
+		txn:    rt.store.NewTxn(),
+		tasks:  make(map[int32]*taskCycle),
+		clNext: make(map[int32]int64),
+	}
+}
+
+// runExactlyOnce is the exactly-once loop: each interval is one transaction
+// holding the outputs, the changelog records and the input offsets. The
+// store batch is applied only after the transaction commits, with the
+// changelog offsets it reflects: local state is never ahead of Kafka, so a
+// crash never needs a wipe, only a restore of what the store missed.
+func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if err := rt.activateRestored(); err != nil {
+			return err
+		}
+		if err := rt.sess.Begin(); err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		c := rt.newCycle(ctx)
+		if err := c.collect(rt.sess.PollRecords); err != nil {
+			c.txn.Discard()
+			return err
+		}
+
+		ectx, cancel := context.WithTimeout(c.pctx, 2*rt.cfg.TransactionTimeout)
+		start := time.Now()
+		flushErr := rt.cl.Flush(ectx)
+		c.mu.Lock()
+		prodErr := errors.Join(c.prodErr, flushErr)
+		c.mu.Unlock()
+		commit := !c.abort && c.failed == nil && prodErr == nil
+		committed, err := rt.sess.End(ectx, kgo.TransactionEndTry(commit))
+		cancel()
+		if c.work > 0 || !committed {
+			rt.m.commit.Observe(time.Since(start).Seconds())
+		}
+		switch {
+		case err != nil:
+			c.txn.Discard()
+			return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
+		case prodErr != nil:
+			c.txn.Discard()
+			return fmt.Errorf("transaction aborted: %w (does the topic exist?)", prodErr)
+		case !committed:
+			// Aborted: the session rewound to the committed offsets, and
+			// the records are fetched and handled again.
+			c.txn.Discard()
+			rt.m.aborts.Inc()
+			if c.failed == nil {
+				rt.log.Info().Msg("transaction aborted (partitions moved); processing again from the last commit")
+			}
+		default:
+			if err := c.apply(); err != nil {
+				return err
+			}
+		}
+		if c.failed != nil {
+			rt.stopTask(c.failed.t, c.failed.err)
+		}
+	}
+	return nil
+}
+
+// runAtLeastOnce is the at-least-once loop: each interval flushes its
+// outputs and changelog records, applies the store batch (with the input
+// offsets it reached), then commits the offsets. A crash between those
+// steps redelivers records that the applied offsets (restored from the
+// changelog if need be) then drop.
+func (rt *Runtime) runAtLeastOnce(ctx context.Context) error {
+	held, cancel := context.WithCancel(context.Background())
+	cancel()
+	for ctx.Err() == nil {
+		if err := rt.activateRestored(); err != nil {
+			return err
+		}
+		// Polling with a cancelled context holds off rebalances (see
+		// kgo.BlockRebalanceOnPoll) until AllowRebalance: the interval owns
+		// its partitions from start to commit, timers included.
+		rt.cl.PollRecords(held, 1)
+		c := rt.newCycle(ctx)
+		err := c.collect(rt.cl.PollRecords)
+		if err == nil {
+			err = c.commitAtLeastOnce()
+		}
+		c.txn.Discard()
+		rt.cl.AllowRebalance()
+		if err != nil {
+			return err
+		}
+		if c.failed != nil {
+			rt.stopTask(c.failed.t, c.failed.err)
+		}
+	}
+	return nil
+}
+
+func (c *cycle) commitAtLeastOnce() error {
+	rt := c.rt
+	if c.work == 0 && len(rt.pending) == 0 {
+		return nil
+	}
+	start := time.Now()
+	fctx, cancel := context.WithTimeout(c.pctx, 2*rt.cfg.TransactionTimeout)
+	defer cancel()
+	flushErr := rt.cl.Flush(fctx)
+	c.mu.Lock()
+	prodErr := errors.Join(c.prodErr, flushErr)
+	c.mu.Unlock()
+	if prodErr != nil {
+		// Outputs may be half written; the restart redelivers the inputs.
+		return fmt.Errorf("produce: %w (does the topic exist?)", prodErr)
+	}
+	if err := c.apply(); err != nil {
+		return err
+	}
+	for _, tc := range c.tasks {
+		for topic, eo := range tc.applied {
+			if rt.pending[topic] == nil {
+				rt.pending[topic] = make(map[int32]kgo.EpochOffset)
+			}
+			rt.pending[topic][tc.t.p] = eo
+		}
+	}
+	if len(rt.pending) > 0 {
+		var cerr error
+		rt.cl.CommitOffsetsSync(fctx, rt.pending, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			cerr = commitError(resp, err)
+		})
+		if cerr != nil {
+			// Not fatal: the applied offsets in the store already drop
+			// redeliveries, and the next interval commits these again.
+			rt.log.Warn().Err(cerr).Msg("commit offsets failed; retrying with the next interval")
+		} else {
+			clear(rt.pending)
+		}
+	}
+	rt.m.commit.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// collect polls and handles records until the interval ends, then fires
+// due timers and writes the changelog records of what changed.
+func (c *cycle) collect(poll func(context.Context, int) kgo.Fetches) error {
+	rt := c.rt
+	deadline := time.Now().Add(rt.cfg.CommitInterval)
+	for c.failed == nil && !c.abort && c.ctx.Err() == nil {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			break
+		}
+		pctx, cancel := context.WithTimeout(c.ctx, wait)
+		fs := poll(pctx, rt.cfg.MaxPollRecords)
+		cancel()
+		if err := rt.fetchErrors(fs); err != nil {
+			return err
+		}
+		if err := c.handle(fs); err != nil {
+			return err
+		}
+	}
+	if c.failed == nil && !c.abort {
+		if err := c.fireTimers(time.Now()); err != nil {
+			return err
+		}
+	}
+	return c.writeChangelog()
+}
+
+func (rt *Runtime) fetchErrors(fs kgo.Fetches) error {
+	for _, fe := range fs.Errors() {
+		switch {
+		case errors.Is(fe.Err, context.Canceled), errors.Is(fe.Err, context.DeadlineExceeded):
+		case errors.Is(fe.Err, kgo.ErrClientClosed):
+			return fmt.Errorf("kafka client closed: %w", fe.Err)
+		default:
+			rt.log.Warn().Err(fe.Err).Str(logging.FieldTopic, fe.Topic).Int32(logging.FieldPartition, fe.Partition).Msg("fetch error")
+		}
+	}
+	return nil
+}
+
+func (c *cycle) taskCycle(p int32) *taskCycle {
+	tc := c.tasks[p]
+	if tc == nil {
+		tc = &taskCycle{t: c.rt.task(p), applied: make(map[string]kgo.EpochOffset)}
+		c.tasks[p] = tc
+	}
+	return tc
+}
+
+// handle processes a poll's records, partition by partition, in order.
+func (c *cycle) handle(fs kgo.Fetches) error {
+	var err error
+	eos := c.rt.cfg.Guarantee == ExactlyOnce
+	fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		if len(ftp.Records) == 0 || err != nil || (eos && (c.abort || c.failed != nil)) {
+			return
+		}
+		end := ftp.LastStableOffset
+		if end <= 0 {
+			end = ftp.HighWatermark
+		}
+		c.rt.m.setLag(ftp.Topic, ftp.Partition, max(end-ftp.Records[len(ftp.Records)-1].Offset-1, 0))
+		tc := c.taskCycle(ftp.Partition)
+		for _, r := range ftp.Records {
+			if tc.failed {
+				return
+			}
+			if err = c.record(tc, r); err != nil || (eos && (c.abort || c.failed != nil)) {
+				return
+			}
+		}
+	})
+	return err
+}
+
+// record handles one record. Only storage errors are returned: a failing
+// record stops its partition (see fail).
+func (c *cycle) record(tc *taskCycle, r *kgo.Record) error {
+	rt := c.rt
+	t := tc.t
+	if t == nil || t.state.Load() != taskActive {
+		// Fetching a partition starts only after its restore, and a
+		// revoked one's records are not returned: this is a revocation
+		// racing the poll. Under exactly-once the session aborts this
+		// transaction; under at-least-once rebalances wait for us.
+		rt.log.Debug().Str(logging.FieldTopic, r.Topic).Int32(logging.FieldPartition, r.Partition).Msg("record for a partition not active; aborting the interval")
+		c.abort = true
+		return nil
+	}
+	c.work++
+	next, seen := tc.applied[r.Topic]
+	if !seen {
+		next.Offset = t.applied[r.Topic]
+	}
+	advance := func() { tc.applied[r.Topic] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset + 1} }
+	if r.Offset < next.Offset {
+		rt.m.duplicate.Inc()
+		return nil
+	}
+
+	meta, err := event.FromRecord(r)
+	if err != nil {
+		c.fail(tc, r, "", Permanent(err))
+		return nil
+	}
+	id := string(r.Key)
+	if id == "" {
+		id = meta.SagaID
+	}
+	if err := state.ValidID(id); err != nil {
+		c.fail(tc, r, id, Permanent(err))
+		return nil
+	}
+	if meta.Type != "" && rt.byName[meta.Type] == nil {
+		rt.m.ignored.Inc()
+		advance()
+		return nil
+	}
+
+	key := state.InstanceKey(id)
+	raw, ok, err := c.txn.Get(t.p, key)
+	if err != nil {
+		return err
+	}
+	var inst state.Instance
+	if ok {
+		if inst, err = state.DecodeInstance(raw); err != nil {
+			c.fail(tc, r, id, Permanent(fmt.Errorf("stored state of the instance: %w", err)))
+			return nil
+		}
+	}
+	if inst.HasSeen(meta.ID) {
+		rt.m.duplicate.Inc()
+		advance()
+		return nil
+	}
+
+	name, v, err := rt.cfg.Codec.Decode(c.ctx, r.Value)
+	if err != nil {
+		c.fail(tc, r, id, Permanent(fmt.Errorf("decode: %w", err)))
+		return nil
+	}
+	h := rt.byName[name]
+	if h == nil {
+		rt.m.ignored.Inc()
+		advance()
+		return nil
+	}
+
+	cl := &call{ctx: c.ctx, rt: rt, rec: r, meta: meta, id: id, inst: &inst}
+	start := time.Now()
+	err = invoke(h, cl, v)
+	rt.m.handler.Observe(time.Since(start).Seconds())
+	if err == nil {
+		err = cl.err
+	}
+	if err != nil {
+		c.fail(tc, r, id, err)
+		return nil
+	}
+
+	inst.Remember(meta.ID, rt.cfg.DedupeWindow)
+	c.buf = inst.Append(c.buf[:0])
+	if err := c.txn.Set(t.p, key, c.buf); err != nil {
+		return err
+	}
+	for _, op := range cl.timers {
+		if err := c.setTimer(t.p, id, op); err != nil {
+			return err
+		}
+	}
+	for _, out := range cl.emits {
+		rt.cl.Produce(c.pctx, out, c.promise)
+	}
+	advance()
+	rt.m.processed.Inc()
+	return nil
+}
+
+// invoke calls the handler, turning a panic into a permanent error.
+func invoke(h *handler, c *call, v any) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = Permanent(fmt.Errorf("handler panicked: %v\n%s", p, debug.Stack()))
+		}
+	}()
+	return h.call(c, v)
+}
+
+// fail records that r failed: its partition stops at r (r is not skipped).
+// Retries and dead letters arrive with the DLQ issue; until then, the
+// partition waits for a restart (or a rebalance) to try r again.
+func (c *cycle) fail(tc *taskCycle, r *kgo.Record, id string, err error) {
+	tc.failed = true
+	c.rt.m.failed.Inc()
+	re := &RecordError{Step: c.rt.def.group(), Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Instance: id, Attempts: 1, Err: err}
+	c.rt.log.Error().Err(err).Str(logging.FieldSaga, id).Str(logging.FieldTopic, r.Topic).
+		Int32(logging.FieldPartition, r.Partition).Int64(logging.FieldOffset, r.Offset).Bool("permanent", IsPermanent(err)).
+		Msg("record failed; stopping its partition until restart (the record is not skipped)")
+	if c.failed == nil {
+		c.failed = &failure{t: tc.t, err: re}
+	}
+}
+
+// setTimer applies a handler's timer operation: a timer is a key ordered by
+// fire time plus an index key by name, so that it can be replaced or
+// cancelled.
+func (c *cycle) setTimer(p int32, id string, op timerOp) error {
+	ik := state.TimerIndexKey(id, op.name)
+	old, ok, err := c.txn.Get(p, ik)
+	if err != nil {
+		return err
+	}
+	if ok {
+		at, err := state.DecodeOffset(old)
+		if err != nil {
+			return fmt.Errorf("timer %q of instance %q: %w", op.name, id, err)
+		}
+		if err := c.txn.Delete(p, state.TimerKey(time.Unix(0, at), id, op.name)); err != nil {
+			return err
+		}
+	}
+	if op.cancel {
+		if ok {
+			return c.txn.Delete(p, ik)
+		}
+		return nil
+	}
+	at := max(op.at.UnixNano(), 0)
+	c.buf = op.timer.Append(c.buf[:0])
+	if err := c.txn.Set(p, state.TimerKey(time.Unix(0, at), id, op.name), c.buf); err != nil {
+		return err
+	}
+	return c.txn.Set(p, ik, state.EncodeOffset(at))
+}
+
+// fireTimers emits the due timers of every active partition and deletes
+// them, in this interval's transaction.
+func (c *cycle) fireTimers(now time.Time) error {
+	rt := c.rt
+	lo, hi := state.TimersDue(now)
+	type due struct {
+		key []byte
+		tm  state.Timer
+	}
+	for _, t := range rt.activeTasks() {
+		if tc := c.tasks[t.p]; tc != nil && tc.failed {
+			continue
+		}
+		var ds []due
+		err := c.txn.Scan(t.p, lo, hi, func(k, v []byte) (bool, error) {
+			tm, err := state.DecodeTimer(v)
+			if err != nil {
+				return false, fmt.Errorf("timer in partition %d: %w", t.p, err)
+			}
+			ds = append(ds, due{key: append([]byte(nil), k...), tm: tm})
+			return len(ds) < maxTimersPerInterval, nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, d := range ds {
+			_, id, name, err := state.ParseTimerKey(d.key)
+			if err != nil {
+				return err
+			}
+			if err := c.txn.Delete(t.p, d.key); err != nil {
+				return err
+			}
+			if err := c.txn.Delete(t.p, state.TimerIndexKey(id, name)); err != nil {
+				return err
+			}
+			m := event.Metadata{
+				ID: d.tm.EventID, Source: rt.source, Type: d.tm.Type, Time: now.UTC(),
+				SagaID: d.tm.SagaID, CausationID: d.tm.CausationID, CorrelationID: d.tm.CorrelationID, TraceParent: d.tm.TraceParent,
+			}
+			rt.cl.Produce(c.pctx, &kgo.Record{Topic: d.tm.Topic, Key: []byte(id), Value: d.tm.Value, Headers: m.Headers()}, c.promise)
+			rt.m.timers.Inc()
+			c.work++
+		}
+		if len(ds) > 0 {
+			c.taskCycle(t.p) // so that the partition's changes are written
+		}
+	}
+	return nil
+}
+
+// writeChangelog records the input offsets reached and produces every state
+// key this interval changed, once, with its latest value.
+func (c *cycle) writeChangelog() error {
+	for p, tc := range c.tasks {
+		if tc.t == nil {
+			continue
+		}
+		for topic, eo := range tc.applied {
+			if err := c.txn.Set(p, state.InputOffsetKey(topic), state.EncodeOffset(eo.Offset)); err != nil {
+				return err
+			}
+		}
+	}
+	changelog := c.rt.def.changelog()
+	for _, p := range c.txn.Partitions() {
+		err := c.txn.Changes(p, func(k, v []byte) error {
+			c.rt.cl.Produce(c.pctx, &kgo.Record{Topic: changelog, Partition: p, Key: k, Value: v}, c.promise)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *cycle) promise(r *kgo.Record, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		if c.prodErr == nil {
+			c.prodErr = fmt.Errorf("produce to %s: %w", r.Topic, err)
+		}
+		return
+	}
+	if r.Topic == c.rt.def.changelog() && r.Offset+1 > c.clNext[r.Partition] {
+		c.clNext[r.Partition] = r.Offset + 1
+	}
+}
+
+// apply writes the interval's state to the store, with the changelog
+// offsets it reflects, and moves the tasks' applied offsets on.
+func (c *cycle) apply() error {
+	for p, next := range c.clNext {
+		if err := c.txn.SetChangelogOffset(p, next); err != nil {
+			return err
+		}
+	}
+	if err := c.txn.Commit(); err != nil {
+		// Kafka has what the store lacks; a restart restores it.
+		return err
+	}
+	for _, tc := range c.tasks {
+		if tc.t == nil {
+			continue
+		}
+		for topic, eo := range tc.applied {
+			tc.t.applied[topic] = eo.Offset
+		}
+	}
+	return nil
+}
+
+// commitError is the first error of an offset commit, overall or per
+// partition.
+func commitError(resp *kmsg.OffsetCommitResponse, err error) error {
+	if err != nil || resp == nil {
+		return err
+	}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return fmt.Errorf("commit %s/%d: %w", t.Topic, p.Partition, err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package step
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/troupehq/troupe/pkg/metrics"
+)
+
+// Outcomes of one input record, the outcome label of
+// troupe_step_events_total.
+const (
+	OutcomeProcessed = "processed" // the handler ran and its effects were applied
+	OutcomeDuplicate = "duplicate" // already processed: redelivered offset or known ce_id
+	OutcomeIgnored   = "ignored"   // no handler for its event type
+	OutcomeError     = "error"     // the handler or the decoder failed; the partition stopped
+)
+
+// stepMetrics are the step's series. Several steps in one process (troupe
+// dev) share the collectors and differ by the app and step labels.
+type stepMetrics struct {
+	events         *prometheus.CounterVec
+	handler        prometheus.Observer
+	commit         prometheus.Observer
+	aborts         prometheus.Counter
+	restoreRecords prometheus.Counter
+	restoreSeconds prometheus.Counter
+	restoring      prometheus.Gauge
+	timers         prometheus.Counter
+	lag            *prometheus.GaugeVec
+
+	processed, duplicate, ignored, failed prometheus.Counter
+	app, step                             string
+}
+
+func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry() // a private sink
+	}
+	labels := []string{"app", "step"}
+	events := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "events_total",
+		Help: "Input records by outcome: processed, duplicate (redelivered or a known ce_id), ignored (no handler), error.",
+	}, append(labels, "outcome")))
+	handler := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "handler_seconds",
+		Help:    "Time in the user's handler per event.",
+		Buckets: []float64{1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 5e-2, 0.25, 1, 5},
+	}, labels))
+	commit := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "commit_seconds",
+		Help:    "Time to commit one interval: end the transaction (exactly-once) or flush and commit offsets (at-least-once).",
+		Buckets: []float64{1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 10},
+	}, labels))
+	aborts := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "transaction_aborts_total",
+		Help: "Transactions aborted (rebalance, failed record, produce error); their input is processed again.",
+	}, labels))
+	restoreRecords := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "restore_records_total",
+		Help: "Changelog records restored into the local state store.",
+	}, labels))
+	restoreSeconds := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "restore_seconds_total",
+		Help: "Time spent restoring partitions from the changelog.",
+	}, labels))
+	restoring := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "restoring_partitions",
+		Help: "Partitions being restored; the step is not ready while this is above 0.",
+	}, labels))
+	timers := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "timers_fired_total",
+		Help: "Durable timers fired.",
+	}, labels))
+	lag := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "consumer_lag",
+		Help: "Records behind the end (last stable offset) of each input partition, as of the last fetch.",
+	}, append(labels, "topic", "partition")))
+
+	m := &stepMetrics{
+		events:         events,
+		handler:        handler.WithLabelValues(app, step),
+		commit:         commit.WithLabelValues(app, step),
+		aborts:         aborts.WithLabelValues(app, step),
+		restoreRecords: restoreRecords.WithLabelValues(app, step),
+		restoreSeconds: restoreSeconds.WithLabelValues(app, step),
+		restoring:      restoring.WithLabelValues(app, step),
+		timers:         timers.WithLabelValues(app, step),
+		lag:            lag,
+		app:            app,
+		step:           step,
+	}
+	m.processed = events.WithLabelValues(app, step, OutcomeProcessed)
+	m.duplicate = events.WithLabelValues(app, step, OutcomeDuplicate)
+	m.ignored = events.WithLabelValues(app, step, OutcomeIgnored)
+	m.failed = events.WithLabelValues(app, step, OutcomeError)
+	return m
+}
+
+func (m *stepMetrics) setLag(topic string, p int32, lag int64) {
+	m.lag.WithLabelValues(m.app, m.step, topic, strconv.Itoa(int(p))).Set(float64(lag))
+}
+
+func (m *stepMetrics) dropLag(topic string, p int32) {
+	m.lag.DeleteLabelValues(m.app, m.step, topic, strconv.Itoa(int(p)))
+}
+
+// register registers c, or returns the collector already registered under
+// the same description (another step in this process).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		// A clash with a foreign collector of the same name: keep ours
+		// unregistered rather than fail the step over metrics.
+	}
+	return c
+}

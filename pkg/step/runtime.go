@@ -1,0 +1,493 @@
+package step
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/logging"
+	"github.com/troupehq/troupe/pkg/state"
+)
+
+// Runtime runs one step as a member of its consumer group: one task per
+// assigned partition, each restored from the changelog before it processes,
+// all driven by one loop that commits every Config.CommitInterval.
+type Runtime struct {
+	def    *definition
+	cfg    Config
+	log    zerolog.Logger
+	m      *stepMetrics
+	source string              // ce_source of what the step emits
+	topics []string            // consumed: the inputs and the retry topic
+	byName map[string]*handler // handlers by event full name
+
+	running atomic.Bool
+	started atomic.Bool
+
+	// Set up by Run.
+	runCtx   context.Context
+	store    *state.Store
+	cl       *kgo.Client
+	sess     *kgo.GroupTransactSession // exactly-once only
+	protocol GroupProtocol
+
+	// mu guards tasks and stopped. The group's callbacks add and remove
+	// tasks; the loop owns everything inside an active task.
+	mu       sync.Mutex
+	tasks    map[int32]*task
+	stopped  map[int32]error
+	restores sync.WaitGroup
+
+	// pending holds at-least-once offsets not yet committed (a failed
+	// commit is retried with the next one).
+	pending map[string]map[int32]kgo.EpochOffset
+}
+
+// Task states.
+const (
+	taskRestoring int32 = iota
+	taskRestored        // restored, waiting for the loop to activate it
+	taskActive
+	taskStopped // a record failed; the partition is paused until restart or rebalance
+	taskRevoked
+)
+
+// task is one assigned partition number: that partition of every input.
+type task struct {
+	p        int32
+	log      zerolog.Logger
+	state    atomic.Int32
+	assigned map[string]bool // the topics whose partition p we hold (guarded by Runtime.mu)
+	cancel   context.CancelFunc
+	restored chan struct{} // closed when the restore goroutine returns
+
+	// applied is the next offset to process per topic, as of the last
+	// commit: below it a record is a redelivery. Owned by the loop.
+	applied map[string]int64
+}
+
+// NewRuntime checks the step and the config and prepares to run. It does not
+// touch the network or the disk; Run does.
+func NewRuntime(s Definition, cfg Config) (*Runtime, error) {
+	d := s.definition()
+	errs := []error{d.validate(), cfg.Validate()}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	rt := &Runtime{
+		def:     d,
+		cfg:     cfg,
+		source:  d.group(),
+		topics:  append(slices.Clone(d.inputs), d.retry()),
+		byName:  make(map[string]*handler),
+		tasks:   make(map[int32]*task),
+		stopped: make(map[int32]error),
+		pending: make(map[string]map[int32]kgo.EpochOffset),
+	}
+	rt.log = cfg.Logger.With().Str(logging.FieldApp, d.app).Str(logging.FieldStep, d.name).Logger()
+	for _, h := range d.handlers {
+		name, err := cfg.Codec.TypeName(h.zero)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("handler for %s: %w", h.typ, err))
+			continue
+		}
+		rt.byName[name] = h
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("step %s: %w", d.group(), err)
+	}
+	rt.m = newStepMetrics(cfg.Registerer, d.app, d.name)
+	return rt, nil
+}
+
+// Run runs s with cfg until ctx is cancelled: NewRuntime, then Runtime.Run.
+func Run(ctx context.Context, s Definition, cfg Config) error {
+	rt, err := NewRuntime(s, cfg)
+	if err != nil {
+		return err
+	}
+	return rt.Run(ctx)
+}
+
+// Ready reports whether the step is processing every partition it holds:
+// false while starting, while any partition restores, or while one is
+// stopped by a failed record. The reason says which. It fits
+// api.Server.AddReadiness.
+func (rt *Runtime) Ready() (ready bool, reason string) {
+	if !rt.started.Load() {
+		return false, "starting"
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	var restoring []int32
+	for p, t := range rt.tasks {
+		if s := t.state.Load(); s == taskRestoring || s == taskRestored {
+			restoring = append(restoring, p)
+		}
+	}
+	if len(restoring) > 0 {
+		slices.Sort(restoring)
+		return false, fmt.Sprintf("restoring partitions %v from %s", restoring, rt.def.changelog())
+	}
+	if len(rt.stopped) > 0 {
+		var parts []string
+		for p, err := range rt.stopped {
+			parts = append(parts, fmt.Sprintf("partition %d stopped: %v", p, err))
+		}
+		slices.Sort(parts)
+		return false, strings.Join(parts, "; ")
+	}
+	return true, ""
+}
+
+// Run joins the step's group and processes until ctx is cancelled, then
+// finishes the interval in progress, commits it, leaves the group and closes
+// the store. It returns nil after a clean shutdown, or the error that
+// stopped it. A Runtime runs once.
+func (rt *Runtime) Run(ctx context.Context) (err error) {
+	if !rt.running.CompareAndSwap(false, true) {
+		return errors.New("step runtime already ran; make a new one")
+	}
+	rt.runCtx = ctx
+	rt.store, err = state.Open(rt.cfg.StateDir, state.Options{App: rt.def.app, Step: rt.def.name, Logger: rt.log})
+	if err != nil {
+		return fmt.Errorf("step %s: %w", rt.def.group(), err)
+	}
+	if why := rt.store.Wiped(); why != "" {
+		rt.log.Warn().Str("reason", why).Msg("state store was wiped; every partition restores from the changelog's start")
+	}
+	defer func() {
+		if cerr := rt.store.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+
+	partitions, err := rt.prepare(ctx)
+	if err != nil {
+		return fmt.Errorf("step %s: %w", rt.def.group(), err)
+	}
+	if err := rt.connect(); err != nil {
+		return fmt.Errorf("step %s: %w", rt.def.group(), err)
+	}
+	defer rt.shutdown()
+	rt.started.Store(true)
+	rt.log.Info().Str("guarantee", rt.cfg.Guarantee.String()).Str("group_protocol", string(rt.protocol)).
+		Strs("topics", rt.topics).Int32("partitions", partitions).Str("state_dir", rt.cfg.StateDir).
+		Dur("commit_interval", rt.cfg.CommitInterval).Msg("step running")
+
+	if rt.cfg.Guarantee == ExactlyOnce {
+		err = rt.runExactlyOnce(ctx)
+	} else {
+		err = rt.runAtLeastOnce(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("step %s: %w", rt.def.group(), err)
+	}
+	rt.log.Info().Msg("step stopped")
+	return nil
+}
+
+// prepare checks and creates topics and picks the group protocol.
+func (rt *Runtime) prepare(ctx context.Context) (int32, error) {
+	cl, err := kafka.NewClient(ctx, rt.cfg.Kafka)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	n, err := prepareTopics(ctx, adm, rt.def)
+	if err != nil {
+		return 0, err
+	}
+	rt.protocol = rt.cfg.GroupProtocol
+	if rt.protocol == GroupProtocolAuto {
+		rt.protocol = GroupProtocolClassic
+		if ok, err := offers848(ctx, adm); err != nil {
+			rt.log.Warn().Err(err).Msg("cannot tell whether the brokers offer KIP-848; using the classic group protocol")
+		} else if ok {
+			rt.protocol = GroupProtocolConsumer
+		}
+	}
+	return n, nil
+}
+
+// connect builds the group client (a transact session under exactly-once).
+func (rt *Runtime) connect() error {
+	base, err := rt.cfg.Kafka.Opts()
+	if err != nil {
+		return err
+	}
+	opts := append(base,
+		kgo.ConsumerGroup(rt.def.group()),
+		kgo.ConsumeTopics(rt.topics...),
+		// A step deployed for the first time handles what is already there.
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.OnPartitionsAssigned(rt.onAssigned),
+		kgo.OnPartitionsRevoked(rt.onRevoked),
+		kgo.OnPartitionsLost(rt.onRevoked),
+		kgo.RecordPartitioner(partitioner{changelog: rt.def.changelog(), keyed: kgo.StickyKeyPartitioner(nil)}),
+		kgo.DisableAutoCommit(),
+	)
+	if rt.cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(rt.cfg.SessionTimeout))
+	}
+	switch rt.protocol {
+	case GroupProtocolConsumer:
+		// The broker's range assignor keeps partition N of every input on
+		// one member, as a step's state needs.
+		opts = append(opts, kgo.ServerSideBalancer(), kgo.Balancers(kgo.RangeBalancer()))
+	default:
+		opts = append(opts, kgo.Balancers(Balancer()))
+	}
+
+	if rt.cfg.Guarantee == ExactlyOnce {
+		id := rt.cfg.InstanceID
+		if id == "" {
+			id = rt.store.InstanceID()
+		}
+		// No BlockRebalanceOnPoll here: the session aborts a transaction
+		// that a revocation overlaps, and blocking the revocation until End
+		// could wait on the very heartbeat End needs (KIP-848).
+		opts = append(opts,
+			kgo.TransactionalID(rt.def.group()+"-"+id),
+			kgo.TransactionTimeout(rt.cfg.TransactionTimeout),
+		)
+		rt.sess, err = kgo.NewGroupTransactSession(opts...)
+		if err != nil {
+			return fmt.Errorf("kafka client: %w", err)
+		}
+		rt.cl = rt.sess.Client()
+		return nil
+	}
+	// At-least-once: rebalances wait for the end of an interval, so that
+	// the offsets committed are always of partitions still held.
+	rt.cl, err = kgo.NewClient(append(opts, kgo.BlockRebalanceOnPoll())...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	return nil
+}
+
+// shutdown leaves the group (revoking every task) and waits for restores.
+func (rt *Runtime) shutdown() {
+	if rt.sess != nil {
+		rt.sess.Close()
+	} else if rt.cl != nil {
+		rt.cl.CloseAllowingRebalance()
+	}
+	rt.mu.Lock()
+	for p, t := range rt.tasks {
+		rt.revokeLocked(t)
+		delete(rt.tasks, p)
+	}
+	rt.mu.Unlock()
+	rt.restores.Wait()
+}
+
+// tps is partition p of every consumed topic.
+func (rt *Runtime) tps(p int32) map[string][]int32 {
+	m := make(map[string][]int32, len(rt.topics))
+	for _, t := range rt.topics {
+		m[t] = []int32{p}
+	}
+	return m
+}
+
+// onAssigned runs in the group's goroutine before fetching of the new
+// partitions starts: it pauses them and starts their restore, so that no
+// record of a partition is seen before its state is complete.
+func (rt *Runtime) onAssigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	var fresh []int32
+	for topic, ps := range assigned {
+		for _, p := range ps {
+			t := rt.tasks[p]
+			if t == nil {
+				t = &task{
+					p:        p,
+					log:      rt.log.With().Int32(logging.FieldPartition, p).Logger(),
+					assigned: map[string]bool{},
+					restored: make(chan struct{}),
+				}
+				rt.tasks[p] = t
+				fresh = append(fresh, p)
+				cl.PauseFetchPartitions(rt.tps(p))
+				rt.m.restoring.Inc()
+				ctx, cancel := context.WithCancel(rt.runCtx)
+				t.cancel = cancel
+				rt.restores.Add(1)
+				go rt.restore(ctx, t)
+			}
+			t.assigned[topic] = true
+		}
+	}
+	if len(fresh) > 0 {
+		slices.Sort(fresh)
+		rt.log.Info().Ints32("partitions", fresh).Msg("partitions assigned; restoring")
+	}
+}
+
+// onRevoked (and on lost) drops the tasks whose every topic-partition went.
+// State stays in the store: the next owner may be this process again, and
+// then it restores only what changed meanwhile.
+func (rt *Runtime) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	rt.mu.Lock()
+	var gone []*task
+	for topic, ps := range revoked {
+		for _, p := range ps {
+			rt.m.dropLag(topic, p)
+			t := rt.tasks[p]
+			if t == nil {
+				continue
+			}
+			delete(t.assigned, topic)
+			if len(t.assigned) == 0 {
+				delete(rt.tasks, p)
+				rt.revokeLocked(t)
+				gone = append(gone, t)
+			}
+		}
+	}
+	rt.mu.Unlock()
+	var ps []int32
+	for _, t := range gone {
+		<-t.restored // cancelled above; a restore stops within a poll
+		ps = append(ps, t.p)
+	}
+	if len(ps) > 0 {
+		slices.Sort(ps)
+		rt.log.Info().Ints32("partitions", ps).Msg("partitions revoked")
+	}
+}
+
+func (rt *Runtime) revokeLocked(t *task) {
+	if prev := t.state.Swap(taskRevoked); prev == taskRestoring || prev == taskRestored {
+		rt.m.restoring.Dec()
+	}
+	delete(rt.stopped, t.p)
+	t.cancel()
+}
+
+// restore restores t's partition, retrying with backoff, then marks it
+// restored for the loop to activate.
+func (rt *Runtime) restore(ctx context.Context, t *task) {
+	defer rt.restores.Done()
+	defer close(t.restored)
+	r := state.Restorer{
+		Kafka:  rt.cfg.Kafka,
+		Store:  rt.store,
+		Topic:  rt.def.changelog(),
+		Logger: t.log,
+		// Longer than a transaction of a dead previous owner can stay open.
+		SettleTimeout: 3 * rt.cfg.TransactionTimeout,
+		OnRecords:     func(n int) { rt.m.restoreRecords.Add(float64(n)) },
+	}
+	backoff := 250 * time.Millisecond
+	for {
+		start := time.Now()
+		_, err := r.Restore(ctx, t.p)
+		rt.m.restoreSeconds.Add(time.Since(start).Seconds())
+		if err == nil {
+			t.state.CompareAndSwap(taskRestoring, taskRestored)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		t.log.Warn().Err(err).Dur("retry_in", backoff).Msg("restore failed; retrying")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// activateRestored starts processing the partitions whose restore finished:
+// it loads what they have applied and resumes fetching them. Loop only.
+func (rt *Runtime) activateRestored() error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for p, t := range rt.tasks {
+		if t.state.Load() != taskRestored {
+			continue
+		}
+		t.applied = make(map[string]int64)
+		err := rt.store.Scan(p, []byte{state.KindInputOffset}, func(k, v []byte) error {
+			off, err := state.DecodeOffset(v)
+			t.applied[string(k[1:])] = off
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("load applied offsets of partition %d: %w", p, err)
+		}
+		if !t.state.CompareAndSwap(taskRestored, taskActive) {
+			continue
+		}
+		rt.m.restoring.Dec()
+		rt.cl.ResumeFetchPartitions(rt.tps(p))
+		t.log.Info().Msg("partition restored; processing")
+	}
+	return nil
+}
+
+// activeTasks snapshots the active tasks.
+func (rt *Runtime) activeTasks() []*task {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	ts := make([]*task, 0, len(rt.tasks))
+	for _, t := range rt.tasks {
+		if t.state.Load() == taskActive {
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
+func (rt *Runtime) task(p int32) *task {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.tasks[p]
+}
+
+// stopTask pauses t after a record failed: the record is not skipped, and
+// is tried again after a restart or when the partition moves.
+func (rt *Runtime) stopTask(t *task, err error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.tasks[t.p] != t || !t.state.CompareAndSwap(taskActive, taskStopped) {
+		return
+	}
+	rt.stopped[t.p] = err
+	rt.cl.PauseFetchPartitions(rt.tps(t.p))
+}
+
+// partitioner writes changelog records to the partition they name (the
+// partition of the state they mirror) and hashes keys for every other
+// topic, like Kafka's default, so an instance's events share a partition
+// number on every topic.
+type partitioner struct {
+	changelog string
+	keyed     kgo.Partitioner
+}
+
+func (p partitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	if topic == p.changelog {
+		return kgo.ManualPartitioner().ForTopic(topic)
+	}
+	return p.keyed.ForTopic(topic)
+}

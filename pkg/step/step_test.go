@@ -1,0 +1,492 @@
+package step
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/troupehq/troupe/pkg/avro"
+	"github.com/troupehq/troupe/pkg/event"
+	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/state"
+)
+
+// checkOutputs checks that outs hold one Counted per input: per instance,
+// counts 1..n each exactly once (exactOnce), or at least once.
+func checkOutputs(t *testing.T, e *env, outs []*counted, want map[string]int64, exactlyOnce bool) {
+	t.Helper()
+	seen := map[string]map[int64]int{}
+	for _, o := range outs {
+		if seen[o.key] == nil {
+			seen[o.key] = map[int64]int{}
+		}
+		seen[o.key][o.Count]++
+	}
+	for key, n := range want {
+		for c := int64(1); c <= n; c++ {
+			got := seen[key][c]
+			if got == 0 || exactlyOnce && got > 1 {
+				t.Fatalf("instance %s: output with count %d seen %d times (of %d inputs)", key, c, got, n)
+			}
+		}
+		if len(seen[key]) != int(n) {
+			t.Fatalf("instance %s: %d distinct counts, want %d", key, len(seen[key]), n)
+		}
+	}
+}
+
+type counted struct {
+	Counted
+	key, id string
+}
+
+func (e *env) counted(want int, timeout time.Duration) []*counted {
+	e.t.Helper()
+	var out []*counted
+	for _, r := range e.consume("counted", want, timeout) {
+		_, v, err := e.codec.Decode(e.t.Context(), r.Value)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		m, _ := event.FromRecord(r)
+		out = append(out, &counted{Counted: v.(Counted), key: string(r.Key), id: m.ID})
+	}
+	return out
+}
+
+func TestCountEveryGuarantee(t *testing.T) {
+	for _, g := range []Guarantee{ExactlyOnce, AtLeastOnce} {
+		for _, proto := range []GroupProtocol{GroupProtocolConsumer, GroupProtocolClassic} {
+			t.Run(g.String()+"/"+string(proto), func(t *testing.T) {
+				const n, instances = 3000, 40
+				e := newEnv(t, 8)
+				e.produce(0, n/2, instances)
+				dir := t.TempDir()
+				cfg := e.config(dir, g)
+				cfg.GroupProtocol = proto
+				r := start(t, countStep(e.app), cfg)
+				e.produce(n/2, n/2, instances)
+				outs := e.counted(n, 20*time.Second)
+				if err := r.stop(); err != nil {
+					t.Fatal(err)
+				}
+				want := wantCounts(n, instances)
+				checkOutputs(t, e, outs, want, g == ExactlyOnce)
+				if g == ExactlyOnce && len(outs) != n {
+					t.Fatalf("%d outputs for %d inputs", len(outs), n)
+				}
+				ids := map[string]bool{}
+				for _, o := range outs {
+					if ids[o.id] && g == ExactlyOnce {
+						t.Fatalf("output id %s twice", o.id)
+					}
+					ids[o.id] = true
+				}
+				if got := counts(t, dir, e.app, 8); !maps.Equal(got, want) {
+					t.Fatalf("state counts %v, want %v", got, want)
+				}
+				if got := counterValue(t, r.rt.m.processed); got != n {
+					t.Fatalf("processed metric %v, want %d", got, n)
+				}
+			})
+		}
+	}
+}
+
+// changelogCounts reads the latest instance records from the changelog.
+func (e *env) changelogCounts(app string) map[string]int64 {
+	e.t.Helper()
+	hwm, err := kadm.NewClient(e.cl).ListEndOffsets(e.t.Context(), app+".count.changelog")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	total := 0
+	hwm.Each(func(o kadm.ListedOffset) { total += int(o.Offset) })
+	latest := map[string][]byte{}
+	for _, r := range e.consume(app+".count.changelog", total, 10*time.Second) {
+		if len(r.Key) > 0 && r.Key[0] == state.KindInstance {
+			latest[string(r.Key[1:])] = r.Value
+		}
+	}
+	out := map[string]int64{}
+	for id, v := range latest {
+		inst, err := state.DecodeInstance(v)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		var c counter
+		if err := json.Unmarshal(inst.State, &c); err != nil {
+			e.t.Fatal(err)
+		}
+		out[id] = c.Count
+	}
+	return out
+}
+
+func TestRestartAndLostDisk(t *testing.T) {
+	for _, g := range []Guarantee{ExactlyOnce, AtLeastOnce} {
+		t.Run(g.String(), func(t *testing.T) {
+			const instances = 25
+			e := newEnv(t, 4)
+			dir := t.TempDir()
+			cfg := e.config(dir, g)
+
+			e.produce(0, 500, instances)
+			r := start(t, countStep(e.app), cfg)
+			e.counted(500, 10*time.Second)
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+
+			// Same dir: nothing to restore, counting continues.
+			e.produce(500, 500, instances)
+			r = start(t, countStep(e.app), cfg)
+			e.counted(1000, 10*time.Second)
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+			if got := counterValue(t, r.rt.m.restoreRecords); got != 0 {
+				t.Fatalf("restart with an intact store restored %v records", got)
+			}
+
+			// Lost disk: everything comes back from the changelog.
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			e.produce(1000, 500, instances)
+			cfg.Registerer = prometheus.NewRegistry()
+			r = start(t, countStep(e.app), cfg)
+			outs := e.counted(1500, 10*time.Second)
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+			if got := counterValue(t, r.rt.m.restoreRecords); got == 0 {
+				t.Fatal("restore after a lost disk restored nothing")
+			}
+			want := wantCounts(1500, instances)
+			checkOutputs(t, e, outs, want, g == ExactlyOnce)
+			if got := counts(t, dir, e.app, 4); !maps.Equal(got, want) {
+				t.Fatalf("state counts %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func TestRebalanceMovesStateAndTimers(t *testing.T) {
+	const instances = 30
+	e := newEnv(t, 6)
+	s := New[counter](e.app, "count", Inputs("ticks"))
+	Handle(s, func(c *Context[counter], ev Tick) error {
+		st, _ := c.State()
+		st.Count++
+		c.SetState(st)
+		if ev.N == -1 { // a timer that fires while its partition moves
+			return c.After(1500*time.Millisecond, "late", "counted", Counted{N: -1})
+		}
+		return c.Emit("counted", Counted{Count: st.Count, N: ev.N})
+	})
+	cfg1, cfg2 := e.config(t.TempDir(), ExactlyOnce), e.config(t.TempDir(), ExactlyOnce)
+	r1 := start(t, s, cfg1)
+	r1.waitActive(t, 6, 10*time.Second)
+	r2 := start(t, s, cfg2)
+	r1.waitActive(t, 3, 15*time.Second)
+	r2.waitActive(t, 3, 15*time.Second)
+
+	e.produce(0, 600, instances)
+	e.counted(600, 10*time.Second)
+	// One timer per instance, set while the partitions are split.
+	var rs []*kgo.Record
+	for i := range instances {
+		rs = append(rs, e.tick("ticks", fmt.Sprintf("i-%03d", i), -1, event.NewID()))
+	}
+	if err := e.cl.ProduceSync(t.Context(), rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // handled; timers not yet due
+	if err := r2.stop(); err != nil {
+		t.Fatal(err)
+	}
+	r1.waitActive(t, 6, 15*time.Second)
+	e.produce(600, 600, instances)
+	outs := e.counted(1200+instances, 15*time.Second)
+	if err := r1.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	if got := counterValue(t, r1.rt.m.restoreRecords); got == 0 {
+		t.Fatal("the new owner restored nothing")
+	}
+	var fired int
+	var regular []*counted
+	for _, o := range outs {
+		if o.N == -1 {
+			fired++
+		} else {
+			regular = append(regular, o)
+		}
+	}
+	if fired != instances {
+		t.Fatalf("%d timers fired, want %d (one per instance, on whichever member held it)", fired, instances)
+	}
+	if len(regular) != 1200 {
+		t.Fatalf("%d outputs for 1200 inputs", len(regular))
+	}
+	want := wantCounts(1200, instances)
+	for k := range want {
+		want[k]++ // the timer-setting tick
+	}
+	if got := e.changelogCounts(e.app); !maps.Equal(got, want) {
+		t.Fatalf("changelog counts %v, want %v", got, want)
+	}
+}
+
+type timerState struct{}
+
+// timerStep sets timer "reply" on every tick to emit Counted{N}; N = -1
+// cancels it instead.
+func timerStep(app string, d time.Duration) *Step[timerState] {
+	s := New[timerState](app, "count", Inputs("ticks"))
+	Handle(s, func(c *Context[timerState], ev Tick) error {
+		if ev.N == -1 {
+			c.Cancel("reply")
+			return nil
+		}
+		return c.After(d, "reply", "counted", Counted{N: ev.N})
+	})
+	return s
+}
+
+func TestTimers(t *testing.T) {
+	for _, g := range []Guarantee{ExactlyOnce, AtLeastOnce} {
+		t.Run(g.String(), func(t *testing.T) {
+			e := newEnv(t, 2)
+			dir := t.TempDir()
+			cfg := e.config(dir, g)
+			send := func(key string, n int64) {
+				if err := e.cl.ProduceSync(t.Context(), e.tick("ticks", key, n, event.NewID())).FirstErr(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := start(t, timerStep(e.app, 1500*time.Millisecond), cfg)
+			r.waitActive(t, 2, 10*time.Second)
+			send("fires", 1)
+			send("cancelled", 2)
+			send("cancelled", -1)
+			send("replaced", 3)
+			send("replaced", 4)
+			send("survives", 5)
+			time.Sleep(400 * time.Millisecond)
+			if err := r.stop(); err != nil { // "survives" is due while we are down
+				t.Fatal(err)
+			}
+			time.Sleep(1500 * time.Millisecond)
+			if err := os.RemoveAll(dir); err != nil { // and the disk is lost too
+				t.Fatal(err)
+			}
+			r = start(t, timerStep(e.app, 1500*time.Millisecond), cfg)
+			outs := e.counted(3, 10*time.Second)
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string][]int64{}
+			for _, o := range outs {
+				got[o.key] = append(got[o.key], o.N)
+			}
+			want := map[string][]int64{"fires": {1}, "replaced": {4}, "survives": {5}}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("fired %v, want %v", got, want)
+			}
+			// The fired event carries the id fixed when it was set, and the
+			// cause.
+			for _, r := range e.consume("counted", 3, time.Second) {
+				m, _ := event.FromRecord(r)
+				if m.ID == "" || m.CausationID == "" || m.Type != "troupe.test.Counted" || m.Source != e.app+".count" {
+					t.Fatalf("fired event metadata %+v", m)
+				}
+			}
+		})
+	}
+}
+
+func TestDuplicatesAndIgnoredTypes(t *testing.T) {
+	e := newEnv(t, 1)
+	dir := t.TempDir()
+	id := event.NewID()
+	other, err := e.codec.Encode(t.Context(), "ticks", Other{X: "not for us"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	om := event.New("troupe.test.Other", "test", "a")
+	noType, _ := e.codec.Encode(t.Context(), "ticks", Other{X: "no ce_type header"})
+	rs := []*kgo.Record{
+		e.tick("ticks", "a", 1, id),
+		e.tick("ticks", "a", 1, id), // produced twice by a retrying client
+		{Topic: "ticks", Key: []byte("a"), Value: other, Headers: om.Headers()},
+		{Topic: "ticks", Key: []byte("a"), Value: noType},
+		e.tick("ticks", "a", 2, event.NewID()),
+	}
+	if err := e.cl.ProduceSync(t.Context(), rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, countStep(e.app), e.config(dir, ExactlyOnce))
+	outs := e.counted(2, 10*time.Second)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(outs) != 2 {
+		t.Fatalf("%d outputs, want 2", len(outs))
+	}
+	m := r.rt.m
+	for name, want := range map[string]float64{"processed": 2, "duplicate": 1, "ignored": 2} {
+		c := map[string]prometheus.Counter{"processed": m.processed, "duplicate": m.duplicate, "ignored": m.ignored}[name]
+		if got := counterValue(t, c); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if got := counts(t, dir, e.app, 1); got["a"] != 2 {
+		t.Fatalf("count of a = %d, want 2", got["a"])
+	}
+}
+
+func TestFailingRecordStopsItsPartitionOnly(t *testing.T) {
+	for _, mode := range []string{"error", "panic"} {
+		for _, g := range []Guarantee{ExactlyOnce, AtLeastOnce} {
+			t.Run(mode+"/"+g.String(), func(t *testing.T) {
+				e := newEnv(t, 4)
+				dir := t.TempDir()
+				poison := true
+				s := New[counter](e.app, "count", Inputs("ticks"))
+				Handle(s, func(c *Context[counter], ev Tick) error {
+					if ev.N == 13 && poison {
+						if mode == "panic" {
+							panic("boom")
+						}
+						return errors.New("cannot handle 13")
+					}
+					st, _ := c.State()
+					st.Count++
+					c.SetState(st)
+					return c.Emit("counted", Counted{Count: st.Count, N: ev.N})
+				})
+				const instances = 8
+				e.produce(0, 200, instances) // tick 13 goes to instance i-005
+				r := start(t, s, e.config(dir, g))
+				var ready bool
+				var why string
+				deadline := time.Now().Add(10 * time.Second)
+				for time.Now().Before(deadline) {
+					if ready, why = r.rt.Ready(); strings.Contains(why, "stopped") {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if ready || !strings.Contains(why, "cannot handle 13") && !strings.Contains(why, "panicked: boom") {
+					t.Fatalf("ready=%v %q, want a stopped partition naming the error", ready, why)
+				}
+				outs := e.counted(150, 5*time.Second)
+				if err := r.stop(); err != nil {
+					t.Fatal(err)
+				}
+				byKey := map[string]int{}
+				for _, o := range outs {
+					byKey[o.key]++
+				}
+				if byKey["i-005"] > 1 { // ticks 5 then 13: only 5 got through
+					t.Fatalf("instance i-005 got %d outputs past its failing record", byKey["i-005"])
+				}
+				if len(byKey) < 2 {
+					t.Fatalf("other partitions did not go on: %v", byKey)
+				}
+				if got := counterValue(t, r.rt.m.failed); got < 1 {
+					t.Fatalf("error outcome %v", got)
+				}
+
+				// Fixed and restarted: the failing record was not skipped.
+				poison = false
+				r = start(t, s, e.config(dir, g))
+				outs = e.counted(200, 10*time.Second)
+				if err := r.stop(); err != nil {
+					t.Fatal(err)
+				}
+				checkOutputs(t, e, outs, wantCounts(200, instances), g == ExactlyOnce)
+				if got := counts(t, dir, e.app, 4); !maps.Equal(got, wantCounts(200, instances)) {
+					t.Fatalf("state counts %v", got)
+				}
+			})
+		}
+	}
+}
+
+func TestRunRefusesAnotherStepsStateDir(t *testing.T) {
+	e := newEnv(t, 1)
+	dir := t.TempDir()
+	s, err := state.Open(dir, state.Options{App: "other", Step: "thing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	err = Run(t.Context(), countStep(e.app), e.config(dir, ExactlyOnce))
+	var ie *state.IdentityError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "troupe state rebuild") {
+		t.Fatalf("run on another step's dir: %v", err)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	dup := New[counter]("a", "s", Inputs("x"))
+	Handle(dup, func(*Context[counter], Tick) error { return nil })
+	Handle(dup, func(*Context[counter], Tick) error { return nil })
+	tests := []struct {
+		name string
+		def  Definition
+		cfg  Config
+		want []string
+	}{
+		{"empty config", countStep("a"), Config{}, []string{"no brokers", "no codec", "no state dir"}},
+		{"bad step", New[counter]("", "s b"), Config{}, []string{"empty app", "not usable in a topic name", "no inputs", "no handlers"}},
+		{"duplicate handler", dup, Config{}, []string{"two handlers for event type step.Tick"}},
+		{"unregistered type", countStep("a"), Config{Kafka: kafka.Config{Brokers: []string{"127.0.0.1:1"}}, Codec: avro.NewSerde(&memRegistry{}), StateDir: "x"}, []string{"not registered"}},
+		{"bad numbers", countStep("a"), Config{CommitInterval: time.Minute, TransactionTimeout: time.Second, Guarantee: 7, GroupProtocol: "x"}, []string{"well below", "unknown guarantee", "unknown group protocol"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewRuntime(tt.def, tt.cfg)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestMissingInputsAndPartitionMismatch(t *testing.T) {
+	e := newEnv(t, 2)
+	s := New[counter](e.app, "count", Inputs("ticks", "nope"))
+	Handle(s, func(*Context[counter], Tick) error { return nil })
+	err := Run(t.Context(), s, e.config(t.TempDir(), ExactlyOnce))
+	if err == nil || !strings.Contains(err.Error(), "input topic nope does not exist") {
+		t.Fatalf("missing input: %v", err)
+	}
+	if _, err := kadm.NewClient(e.cl).CreateTopic(t.Context(), 3, 1, nil, "three"); err != nil {
+		t.Fatal(err)
+	}
+	s = New[counter](e.app, "count", Inputs("ticks", "three"))
+	Handle(s, func(*Context[counter], Tick) error { return nil })
+	err = Run(t.Context(), s, e.config(t.TempDir(), ExactlyOnce))
+	if err == nil || !strings.Contains(err.Error(), "different partition counts") {
+		t.Fatalf("partition mismatch: %v", err)
+	}
+}

@@ -139,7 +139,8 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 		return err
 	}
 	defer producer.Close()
-	demo := &orders.Demo{Client: producer, Serde: env.Serde, Rate: o.DemoRate}
+	trigger, _ := t.TopicOf(t.Trigger)
+	demo := &orders.Demo{Client: producer, Serde: env.Serde, Rate: o.DemoRate, Topic: trigger}
 	obs := NewObserver()
 	topics := make([]string, 0, len(t.Topics))
 	for _, tp := range t.Topics {

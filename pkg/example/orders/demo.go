@@ -78,6 +78,8 @@ func pickOutcome() Outcome {
 type Demo struct {
 	Client *kgo.Client
 	Serde  *avro.Serde
+	// Topic is where orders are placed; default TopicOrders.
+	Topic string
 	// Rate is orders per second.
 	Rate float64
 	// Placed counts the orders produced so far.
@@ -93,13 +95,17 @@ func (d *Demo) Run(ctx context.Context) error {
 	tick := time.NewTicker(time.Duration(float64(time.Second) / d.Rate))
 	defer tick.Stop()
 	run := time.Now().Format("150405")
+	topic := d.Topic
+	if topic == "" {
+		topic = TopicOrders
+	}
 	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
 			return nil
 		case now := <-tick.C:
 			ord := NewOrder(fmt.Sprintf("order-%s-%05d", run, n), pickOutcome(), now)
-			rec, err := Record(ctx, d.Serde, ord, demoSource)
+			rec, err := Record(ctx, d.Serde, topic, ord, demoSource)
 			if err != nil {
 				return err
 			}
@@ -112,13 +118,13 @@ func (d *Demo) Run(ctx context.Context) error {
 	}
 }
 
-// Record encodes an order as a record of topic orders, keyed by its id, with
-// fresh CloudEvents headers from source.
-func Record(ctx context.Context, s *avro.Serde, o OrderPlaced, source string) (*kgo.Record, error) {
-	v, err := s.Encode(ctx, TopicOrders, o)
+// Record encodes an order as a record of topic, keyed by its id, with fresh
+// CloudEvents headers from source.
+func Record(ctx context.Context, s *avro.Serde, topic string, o OrderPlaced, source string) (*kgo.Record, error) {
+	v, err := s.Encode(ctx, topic, o)
 	if err != nil {
 		return nil, fmt.Errorf("encode order %s: %w", o.OrderID, err)
 	}
 	m := event.New(Namespace+".OrderPlaced", source, o.OrderID)
-	return &kgo.Record{Topic: TopicOrders, Key: []byte(o.OrderID), Value: v, Headers: m.Headers()}, nil
+	return &kgo.Record{Topic: topic, Key: []byte(o.OrderID), Value: v, Headers: m.Headers()}, nil
 }

@@ -24,14 +24,24 @@ const (
 	UnshippableCountry = "XX"
 )
 
-// The example's business topics, as topology/orders.yaml declares them.
-const (
-	TopicOrders        = "orders"
-	TopicPayments      = "payments"
-	TopicInventory     = "inventory"
-	TopicShipping      = "shipping"
-	TopicCompensations = "compensations"
-)
+// TopicOrders is where orders are placed, as topology/orders.yaml declares.
+const TopicOrders = "orders"
+
+// Topics are the topics the handlers emit to. The topology is their source:
+// a copy of the saga with other topic names runs the same handlers.
+type Topics struct {
+	Payments, Inventory, Shipping string
+}
+
+// TopicsOf reads the handlers' topics from a topology: the topics that carry
+// PaymentAuthorized, InventoryReserved and ShipmentScheduled.
+func TopicsOf(t *topology.Topology) Topics {
+	of := func(ev string) string {
+		tp, _ := t.TopicOf(ev)
+		return tp
+	}
+	return Topics{Payments: of("PaymentAuthorized"), Inventory: of("InventoryReserved"), Shipping: of("ShipmentScheduled")}
+}
 
 // Payment is the payment step's state for one order.
 type Payment struct {
@@ -53,16 +63,16 @@ type Shipment struct {
 
 // PaymentStep charges an order, or declines it above DeclineAboveCents, and
 // refunds it on RefundPayment.
-func PaymentStep(app string, inputs ...string) *step.Step[Payment] {
+func PaymentStep(app string, out Topics, inputs ...string) *step.Step[Payment] {
 	s := step.New[Payment](app, "payment", step.Inputs(inputs...))
 	step.Handle(s, func(c *step.Context[Payment], o OrderPlaced) error {
 		if o.AmountCents > DeclineAboveCents {
-			return c.Emit(TopicPayments, PaymentDeclined{OrderID: o.OrderID,
+			return c.Emit(out.Payments, PaymentDeclined{OrderID: o.OrderID,
 				Reason: fmt.Sprintf("amount %d exceeds the limit of %d", o.AmountCents, DeclineAboveCents)})
 		}
 		p := Payment{PaymentID: "pay-" + o.OrderID, AmountCents: o.AmountCents}
 		c.SetState(p)
-		return c.Emit(TopicPayments, PaymentAuthorized{OrderID: o.OrderID, PaymentID: p.PaymentID,
+		return c.Emit(out.Payments, PaymentAuthorized{OrderID: o.OrderID, PaymentID: p.PaymentID,
 			AmountCents: o.AmountCents, Items: o.Items, ShipTo: o.ShipTo})
 	})
 	step.Handle(s, func(c *step.Context[Payment], cmd RefundPayment) error {
@@ -71,7 +81,7 @@ func PaymentStep(app string, inputs ...string) *step.Step[Payment] {
 			p.Refunded = true
 			c.SetState(p)
 		}
-		return c.Emit(TopicPayments, PaymentRefunded{OrderID: cmd.OrderID, PaymentID: p.PaymentID})
+		return c.Emit(out.Payments, PaymentRefunded{OrderID: cmd.OrderID, PaymentID: p.PaymentID})
 	})
 	return s
 }
@@ -79,13 +89,13 @@ func PaymentStep(app string, inputs ...string) *step.Step[Payment] {
 // InventoryStep reserves an order's items, answers OutOfStock for an OOS-
 // sku, waits SlowDelay (a durable timer) for a SLOW- sku, and releases the
 // reservation on ReleaseInventory.
-func InventoryStep(app string, inputs ...string) *step.Step[Reservation] {
+func InventoryStep(app string, out Topics, inputs ...string) *step.Step[Reservation] {
 	s := step.New[Reservation](app, "inventory", step.Inputs(inputs...))
 	step.Handle(s, func(c *step.Context[Reservation], p PaymentAuthorized) error {
 		slow := false
 		for _, it := range p.Items {
 			if strings.HasPrefix(it.SKU, OutOfStockPrefix) {
-				return c.Emit(TopicInventory, OutOfStock{OrderID: p.OrderID, SKU: it.SKU})
+				return c.Emit(out.Inventory, OutOfStock{OrderID: p.OrderID, SKU: it.SKU})
 			}
 			slow = slow || strings.HasPrefix(it.SKU, SlowPrefix)
 		}
@@ -93,9 +103,9 @@ func InventoryStep(app string, inputs ...string) *step.Step[Reservation] {
 		c.SetState(r)
 		reserved := InventoryReserved{OrderID: p.OrderID, ReservationID: r.ReservationID, ShipTo: p.ShipTo}
 		if slow {
-			return c.After(SlowDelay, "slow-reserve", TopicInventory, reserved)
+			return c.After(SlowDelay, "slow-reserve", out.Inventory, reserved)
 		}
-		return c.Emit(TopicInventory, reserved)
+		return c.Emit(out.Inventory, reserved)
 	})
 	step.Handle(s, func(c *step.Context[Reservation], cmd ReleaseInventory) error {
 		r, _ := c.State()
@@ -104,21 +114,21 @@ func InventoryStep(app string, inputs ...string) *step.Step[Reservation] {
 			r.Released = true
 			c.SetState(r)
 		}
-		return c.Emit(TopicInventory, InventoryReleased{OrderID: cmd.OrderID, ReservationID: r.ReservationID})
+		return c.Emit(out.Inventory, InventoryReleased{OrderID: cmd.OrderID, ReservationID: r.ReservationID})
 	})
 	return s
 }
 
 // ShippingStep books a shipment, or fails for country XX.
-func ShippingStep(app string, inputs ...string) *step.Step[Shipment] {
+func ShippingStep(app string, out Topics, inputs ...string) *step.Step[Shipment] {
 	s := step.New[Shipment](app, "shipping", step.Inputs(inputs...))
 	step.Handle(s, func(c *step.Context[Shipment], r InventoryReserved) error {
 		if r.ShipTo.Country == UnshippableCountry {
-			return c.Emit(TopicShipping, ShipmentFailed{OrderID: r.OrderID, Reason: "cannot ship to " + r.ShipTo.Country})
+			return c.Emit(out.Shipping, ShipmentFailed{OrderID: r.OrderID, Reason: "cannot ship to " + r.ShipTo.Country})
 		}
 		sh := Shipment{TrackingID: "trk-" + r.OrderID}
 		c.SetState(sh)
-		return c.Emit(TopicShipping, ShipmentScheduled{OrderID: r.OrderID, TrackingID: sh.TrackingID})
+		return c.Emit(out.Shipping, ShipmentScheduled{OrderID: r.OrderID, TrackingID: sh.TrackingID})
 	})
 	return s
 }
@@ -126,9 +136,10 @@ func ShippingStep(app string, inputs ...string) *step.Step[Shipment] {
 // Steps returns the example's steps by name, with the inputs the topology
 // gives each.
 func Steps(t *topology.Topology) map[string]step.Definition {
+	out := TopicsOf(t)
 	return map[string]step.Definition{
-		"payment":   PaymentStep(t.App, t.InputTopics("payment")...),
-		"inventory": InventoryStep(t.App, t.InputTopics("inventory")...),
-		"shipping":  ShippingStep(t.App, t.InputTopics("shipping")...),
+		"payment":   PaymentStep(t.App, out, t.InputTopics("payment")...),
+		"inventory": InventoryStep(t.App, out, t.InputTopics("inventory")...),
+		"shipping":  ShippingStep(t.App, out, t.InputTopics("shipping")...),
 	}
 }

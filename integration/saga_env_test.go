@@ -1,0 +1,159 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/troupehq/troupe/integration/kafkaharness"
+	"github.com/troupehq/troupe/pkg/avro"
+	"github.com/troupehq/troupe/pkg/event"
+	"github.com/troupehq/troupe/pkg/example/orders"
+	"github.com/troupehq/troupe/pkg/topology"
+)
+
+// sagaEnv is the example saga deployed for one test the way users deploy
+// it: its own copy of topology/orders.yaml (a unique app name and topic
+// prefix, so tests never share groups or topics), the built-in registry as a
+// process, topics applied with `troupe topics apply`, and each step as its
+// own `troupe run` process.
+type sagaEnv struct {
+	t        *testing.T
+	dir      string
+	file     string // the test's topology file
+	topo     *topology.Topology
+	registry string // URL
+	serde    *avro.Serde
+	cl       *kgo.Client
+}
+
+var topicLine = regexp.MustCompile(`(?m)^(\s+- name: )(\w+)$`)
+
+func newSagaEnv(t *testing.T, deadline string) *sagaEnv {
+	t.Helper()
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	src, err := os.ReadFile("../topology/orders.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	yaml := strings.Replace(string(src), "app: orders", "app: it"+id, 1)
+	yaml = topicLine.ReplaceAllString(yaml, "${1}t"+id+"-${2}")
+	if deadline != "" {
+		yaml = strings.Replace(yaml, "deadline: 30s", "deadline: "+deadline, 1)
+	}
+	e := &sagaEnv{t: t, dir: t.TempDir()}
+	e.file = filepath.Join(e.dir, "orders.yaml")
+	if err := os.WriteFile(e.file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if e.topo, err = topology.Load(e.file); err != nil {
+		t.Fatalf("test topology: %v\n%s", err, yaml)
+	}
+
+	regAddr := freeAddr(t)
+	_, port, _ := strings.Cut(regAddr, ":")
+	e.registry = "http://" + regAddr
+	startTroupe(t, "registry", "registry", "--port", port, "--topic", "_schemas-"+id)
+	eventually(t, 60*time.Second, "registry answers", func() (bool, string) {
+		resp, err := http.Get(e.registry + "/subjects")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, resp.Status
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if out, err := runTroupe(t, ctx, "topics", "apply", "--topology", e.file); err != nil {
+		t.Fatalf("troupe topics apply: %v\n%s", err, out)
+	}
+
+	rc, err := avro.NewRegistryClient(e.registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.serde = avro.NewSerde(rc, avro.AutoRegister(true))
+	if err := orders.Register(e.serde); err != nil {
+		t.Fatal(err)
+	}
+	e.cl = newClient(t, kafkaharness.Brokers(), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	return e
+}
+
+// startStep starts one replica of a step (or the coordinator, name
+// "coordinator") as a `troupe run` process with its own state dir.
+func (e *sagaEnv) startStep(name, replica string, extra ...string) *troupeProc {
+	e.t.Helper()
+	args := []string{"run", "--topology", e.file, "--registry", e.registry, "--http", freeAddr(e.t),
+		"--state-dir", filepath.Join(e.dir, "state", name+"-"+replica)}
+	if name == "coordinator" {
+		args = append(args, "--coordinator", e.topo.Saga)
+	} else {
+		args = append(args, "--step", name)
+	}
+	return startTroupe(e.t, name+"-"+replica, append(args, extra...)...)
+}
+
+// placeOrders produces one order per id with the wanted outcome.
+func (e *sagaEnv) placeOrders(ctx context.Context, want map[string]orders.Outcome) {
+	e.t.Helper()
+	trigger, _ := e.topo.TopicOf(e.topo.Trigger)
+	var recs []*kgo.Record
+	for id, o := range want {
+		rec, err := orders.Record(ctx, e.serde, trigger, orders.NewOrder(id, o, time.Now()), "integration-test")
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		recs = append(recs, rec)
+	}
+	if err := e.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		e.t.Fatalf("produce %d orders: %v", len(recs), err)
+	}
+}
+
+// chains reads every business topic from the start (read_committed) until
+// done reports true for the chains so far, or the timeout passes. A chain is
+// an order's event types (short names) in the order read per topic.
+func (e *sagaEnv) chains(ctx context.Context, timeout time.Duration, done func(map[string][]string) bool) map[string][]string {
+	e.t.Helper()
+	var topics []string
+	for _, tp := range e.topo.Topics {
+		topics = append(topics, tp.Name)
+	}
+	cl := newClient(e.t, kafkaharness.Brokers(), kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	out := map[string][]string{}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for !done(out) {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return out
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			typ, _ := event.Header(r, event.HeaderType)
+			out[string(r.Key)] = append(out[string(r.Key)], e.topo.ShortName(typ))
+		})
+	}
+	return out
+}
+
+func orderIDs(prefix string, n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-%04d", prefix, i)
+	}
+	return ids
+}

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -35,9 +34,36 @@ type sagaEnv struct {
 	registry string // URL
 	serde    *avro.Serde
 	cl       *kgo.Client
+	procs    []*troupeProc
 }
 
-var topicLine = regexp.MustCompile(`(?m)^(\s+- name: )(\w+)$`)
+// alive fails the test if a process it started has exited.
+func (e *sagaEnv) alive() {
+	e.t.Helper()
+	for _, p := range e.procs {
+		if p.Exited() && !p.stopped {
+			e.t.Fatalf("process %s exited: %v\n%s", p.name, p.err, tail(p.log.String(), 20))
+		}
+	}
+}
+
+// prefixTopics renames the business topics of a topology file (the names
+// under topics:) to prefix+name.
+func prefixTopics(yaml, prefix string) string {
+	lines := strings.Split(yaml, "\n")
+	inTopics := false
+	for i, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "topics:"):
+			inTopics = true
+		case l != "" && !strings.HasPrefix(l, " ") && !strings.HasPrefix(l, "#"):
+			inTopics = false
+		case inTopics && strings.HasPrefix(strings.TrimSpace(l), "- name: "):
+			lines[i] = strings.Replace(l, "- name: ", "- name: "+prefix, 1)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
 
 func newSagaEnv(t *testing.T, deadline string) *sagaEnv {
 	t.Helper()
@@ -49,7 +75,7 @@ func newSagaEnv(t *testing.T, deadline string) *sagaEnv {
 		t.Fatal(err)
 	}
 	yaml := strings.Replace(string(src), "app: orders", "app: it"+id, 1)
-	yaml = topicLine.ReplaceAllString(yaml, "${1}t"+id+"-${2}")
+	yaml = prefixTopics(yaml, "t"+id+"-")
 	if deadline != "" {
 		yaml = strings.Replace(yaml, "deadline: 30s", "deadline: "+deadline, 1)
 	}
@@ -103,7 +129,9 @@ func (e *sagaEnv) startStep(name, replica string, extra ...string) *troupeProc {
 	} else {
 		args = append(args, "--step", name)
 	}
-	return startTroupe(e.t, name+"-"+replica, append(args, extra...)...)
+	p := startTroupe(e.t, name+"-"+replica, append(args, extra...)...)
+	e.procs = append(e.procs, p)
+	return p
 }
 
 // placeOrders produces one order per id with the wanted outcome.
@@ -138,6 +166,7 @@ func (e *sagaEnv) chains(ctx context.Context, timeout time.Duration, done func(m
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for !done(out) {
+		e.alive()
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			return out

@@ -94,6 +94,9 @@ func newStepEnv(t *testing.T) *stepEnv {
 	createTopic(t, ctx, e.adm, e.output, stepPartitions, -1, nil)
 
 	e.logs = t.TempDir()
+	if d := os.Getenv("TROUPE_TEST_LOGS"); d != "" {
+		e.logs = d
+	}
 	e.bin = filepath.Join(t.TempDir(), "countstep")
 	build := exec.Command("go", "build", "-o", e.bin, "github.com/troupehq/troupe/integration/cmd/countstep")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -396,37 +399,52 @@ func (p *countProc) metric(name string) float64 {
 	return sum
 }
 
-// waitMetric waits until the process's metric reaches at least v.
-func (p *countProc) waitMetric(t *testing.T, name string, v float64, timeout time.Duration) {
-	t.Helper()
+// awaitMetric waits until the process's metric reaches at least v, and
+// says whether it did.
+func (p *countProc) awaitMetric(name string, v float64, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if p.metric(name) >= v {
-			return
+			return true
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
+
+// waitMetric waits until the process's metric reaches at least v.
+func (p *countProc) waitMetric(t *testing.T, name string, v float64, timeout time.Duration) {
+	t.Helper()
+	if p.awaitMetric(name, v, timeout) {
+		return
 	}
 	t.Fatalf("%s: %s = %v after %s, want >= %v\n%s", p.name, name, p.metric(name), timeout, v, p.tail(20))
 }
 
-func TestStepCountExactlyOnce(t *testing.T) {
+func TestStepCount(t *testing.T) {
 	t.Parallel()
-	e := newStepEnv(t)
-	n := stepEvents(t)
-	start := time.Now()
-	if err := e.produce(t.Context(), 0, n, 0); err != nil {
-		t.Fatal(err)
+	for _, g := range []string{"exactly_once", "at_least_once"} {
+		t.Run(g, func(t *testing.T) {
+			t.Parallel()
+			e := newStepEnv(t)
+			n := stepEvents(t)
+			start := time.Now()
+			if err := e.produce(t.Context(), 0, n, 0); err != nil {
+				t.Fatal(err)
+			}
+			produced := time.Since(start)
+			dir := t.TempDir()
+			p := e.start("count", dir, g, "") // KIP-848 if the broker offers it
+			start = time.Now()
+			out := e.outputs(n, 3*time.Minute)
+			took := time.Since(start)
+			p.stop(t)
+			t.Logf("%s: %d events produced in %s, processed in %s (%.0f events/s, one process, tests running beside it)",
+				g, n, produced.Round(time.Millisecond), took.Round(time.Millisecond), float64(n)/took.Seconds())
+			out.check(t, n, g == "exactly_once")
+			e.checkCounts(n, nil)
+		})
 	}
-	produced := time.Since(start)
-	dir := t.TempDir()
-	p := e.start("count", dir, "exactly_once", "") // KIP-848 if the broker offers it
-	start = time.Now()
-	out := e.outputs(n, 3*time.Minute)
-	took := time.Since(start)
-	p.stop(t)
-	t.Logf("%d events: produced in %s, processed in %s (%.0f events/s, exactly-once, one process)", n, produced.Round(time.Millisecond), took.Round(time.Millisecond), float64(n)/took.Seconds())
-	out.check(t, n, true)
-	e.checkCounts(n, nil)
 }
 
 func TestStepKillRestart(t *testing.T) {
@@ -447,14 +465,17 @@ func TestStepKillRestart(t *testing.T) {
 			produced := make(chan error, 1)
 			go func() {
 				var err error
-				for lo := n / 2; lo < n && err == nil; lo += n / 20 {
-					err = e.produce(t.Context(), lo, min(lo+n/20, n), 0)
-					time.Sleep(300 * time.Millisecond)
+				for lo := n / 2; lo < n && err == nil; lo += n / 40 {
+					err = e.produce(t.Context(), lo, min(lo+n/40, n), 0)
+					time.Sleep(500 * time.Millisecond)
 				}
 				produced <- err
 			}()
 			for i := 1; i <= 3; i++ {
-				time.Sleep(time.Duration(1000+mrand.IntN(2000)) * time.Millisecond)
+				// Kill at a random point once the process is processing
+				// (a restart waits out the dead one's session first).
+				p.awaitMetric("troupe_step_events_total", 1, 20*time.Second)
+				time.Sleep(time.Duration(300+mrand.IntN(1500)) * time.Millisecond)
 				processed := p.metric("troupe_step_events_total")
 				p.kill()
 				t.Logf("kill -9 #%d after %v events handled by that process", i, processed)

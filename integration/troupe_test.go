@@ -61,6 +61,8 @@ type troupeProc struct {
 	log  *lockedBuffer
 	done chan struct{}
 	err  error
+	// stopped is set when the test stopped or killed the process itself.
+	stopped bool
 }
 
 type lockedBuffer struct {
@@ -105,6 +107,7 @@ func startTroupe(t *testing.T, name string, args ...string) *troupeProc {
 
 // Stop sends SIGTERM and waits up to 20 s for a clean exit.
 func (p *troupeProc) Stop() error {
+	p.stopped = true
 	select {
 	case <-p.done:
 		return p.err
@@ -123,6 +126,7 @@ func (p *troupeProc) Stop() error {
 
 // Kill sends SIGKILL and waits for the process to go.
 func (p *troupeProc) Kill() {
+	p.stopped = true
 	_ = p.cmd.Process.Kill()
 	<-p.done
 }

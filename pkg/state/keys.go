@@ -141,7 +141,10 @@ const (
 	prefixMeta  byte = 'm'
 )
 
-const metaChangelog = "changelog"
+const (
+	metaChangelog = "changelog" // next changelog offset the partition's state reflects
+	metaWritten   = "written"   // when it last caught up with the changelog (unix ns)
+)
 
 func dbKey(p int32, key []byte) []byte {
 	k := make([]byte, 0, 5+len(key))

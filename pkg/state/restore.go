@@ -33,6 +33,12 @@ type Restorer struct {
 	// OnRecords, if set, is called after each applied batch with the number
 	// of records in it (for metrics).
 	OnRecords func(n int)
+	// MaxAge is how old a partition's state may be and still be caught up
+	// from its offset; older, it is wiped and restored from the start.
+	// Compaction removes a tombstone delete.retention.ms (default 24 h)
+	// after it was written, and a store that missed the tombstone would
+	// keep the deleted key (a fired timer, say) for ever. Default 12 h.
+	MaxAge time.Duration
 }
 
 // Result says what one restore did.
@@ -91,7 +97,17 @@ func (r *Restorer) Restore(ctx context.Context, p int32) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("restore %s/%d from offset %d: %w", r.Topic, p, from, err)
 	}
+	maxAge := r.MaxAge
+	if maxAge <= 0 {
+		maxAge = 12 * time.Hour
+	}
+	written, err := r.Store.Written(p)
+	if err != nil {
+		return res, fmt.Errorf("restore %s/%d: %w", r.Topic, p, err)
+	}
 	switch {
+	case from > 0 && from < end && !written.IsZero() && time.Since(written) > maxAge:
+		res.Reset = fmt.Sprintf("state last caught up %s ago, longer than %s: tombstones written since may be compacted away", time.Since(written).Round(time.Minute), maxAge)
 	case from > end:
 		res.Reset = fmt.Sprintf("stored offset %d is beyond the changelog's end %d (topic recreated?)", from, end)
 	case from > 0 && from < logStart:
@@ -107,10 +123,8 @@ func (r *Restorer) Restore(ctx context.Context, p int32) (Result, error) {
 	from = max(from, logStart)
 	res.From, res.To = from, end
 	if from >= end {
-		if res.Reset != "" {
-			if err := r.setOffset(p, end); err != nil {
-				return res, err
-			}
+		if err := r.setOffset(p, end); err != nil { // caught up as of now
+			return res, err
 		}
 		res.Took = time.Since(start)
 		return res, nil
@@ -137,6 +151,7 @@ func (r *Restorer) Restore(ctx context.Context, p int32) (Result, error) {
 		}
 		n := int(b.Count())
 		_ = b.Set(metaKey(p, metaChangelog), EncodeOffset(pos), nil)
+		_ = b.Set(metaKey(p, metaWritten), EncodeOffset(time.Now().UnixNano()), nil)
 		if err := b.Commit(r.Store.writeOpt); err != nil {
 			return fmt.Errorf("restore %s/%d at offset %d: write state: %w", r.Topic, p, pos, err)
 		}
@@ -223,7 +238,11 @@ func (r *Restorer) Restore(ctx context.Context, p int32) (Result, error) {
 }
 
 func (r *Restorer) setOffset(p int32, off int64) error {
-	if err := r.Store.db.Set(metaKey(p, metaChangelog), EncodeOffset(off), r.Store.writeOpt); err != nil {
+	b := r.Store.db.NewBatch()
+	defer b.Close()
+	_ = b.Set(metaKey(p, metaChangelog), EncodeOffset(off), nil)
+	_ = b.Set(metaKey(p, metaWritten), EncodeOffset(time.Now().UnixNano()), nil)
+	if err := b.Commit(r.Store.writeOpt); err != nil {
 		return fmt.Errorf("restore %s/%d: write offset %d: %w", r.Topic, p, off, err)
 	}
 	return nil

@@ -195,3 +195,34 @@ func TestRebuild(t *testing.T) {
 		t.Fatalf("rebuild of a step without changelog: %v", err)
 	}
 }
+
+func TestRestoreResetsStateTooOldForTombstones(t *testing.T) {
+	e := newChangelogEnv(t)
+	e.write(0, true, "a=1", "b=1")
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	r := Restorer{Kafka: e.kcfg, Store: s, Topic: e.topic, Logger: zerolog.Nop(), MaxAge: time.Hour}
+	if _, err := r.Restore(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	// Days later, b was deleted elsewhere and its tombstone compacted
+	// away: only a's new value is left to read.
+	e.write(0, true, "a=2")
+	_ = s.db.Set(metaKey(0, metaWritten), EncodeOffset(time.Now().Add(-48*time.Hour).UnixNano()), nil)
+	_ = s.db.Set(dbKey(0, InstanceKey("stale")), []byte("x"), nil)
+	res, err := r.Restore(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reset == "" || res.From != 0 {
+		t.Fatalf("restore of old state %+v, want a reset from 0", res)
+	}
+	if got := dump(t, s, 0); got != "a=2 b=1" {
+		t.Fatalf("restored %q", got)
+	}
+	// Nothing new since: old is fine, no reset.
+	_ = s.db.Set(metaKey(0, metaWritten), EncodeOffset(time.Now().Add(-48*time.Hour).UnixNano()), nil)
+	if res, err := r.Restore(context.Background(), 0); err != nil || res.Reset != "" {
+		t.Fatalf("restore with nothing new: %+v %v", res, err)
+	}
+}

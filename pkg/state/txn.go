@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -130,6 +131,7 @@ func (t *Txn) Changes(p int32, fn func(key, value []byte) error) error {
 // reflects the changelog up to next (exclusive). It is local meta, not
 // mirrored to the changelog.
 func (t *Txn) SetChangelogOffset(p int32, next int64) error {
+	_ = t.b.Set(metaKey(p, metaWritten), EncodeOffset(time.Now().UnixNano()), nil)
 	return t.b.Set(metaKey(p, metaChangelog), EncodeOffset(next), nil)
 }
 

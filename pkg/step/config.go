@@ -139,8 +139,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %s is negative", d.name, d.v))
 		}
 	}
-	if c.TransactionTimeout > 0 && c.CommitInterval >= c.TransactionTimeout {
-		errs = append(errs, fmt.Errorf("CommitInterval %s must be well below TransactionTimeout %s", c.CommitInterval, c.TransactionTimeout))
+	if d := c.withDefaults(); d.CommitInterval*2 > d.TransactionTimeout {
+		errs = append(errs, fmt.Errorf("CommitInterval %s must be well below TransactionTimeout %s (at most half)", d.CommitInterval, d.TransactionTimeout))
 	}
 	if c.DedupeWindow < 0 || c.MaxPollRecords < 0 {
 		errs = append(errs, errors.New("DedupeWindow and MaxPollRecords must not be negative"))

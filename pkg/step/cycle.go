@@ -103,6 +103,9 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		switch {
 		case err != nil:
 			c.txn.Discard()
+			if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
+				return fmt.Errorf("end transaction: %w (another process took over this step's transactional id: two processes on one state dir, or a copied one? give each its own --state-dir)", err)
+			}
 			return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
 		case prodErr != nil:
 			c.txn.Discard()
@@ -123,6 +126,7 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		if c.failed != nil {
 			rt.stopTask(c.failed.t, c.failed.err)
 		}
+		rt.endInterval()
 	}
 	return nil
 }
@@ -156,6 +160,7 @@ func (rt *Runtime) runAtLeastOnce(ctx context.Context) error {
 		if c.failed != nil {
 			rt.stopTask(c.failed.t, c.failed.err)
 		}
+		rt.endInterval()
 	}
 	return nil
 }

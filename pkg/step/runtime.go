@@ -51,6 +51,10 @@ type Runtime struct {
 	// pending holds at-least-once offsets not yet committed (a failed
 	// commit is retried with the next one).
 	pending map[string]map[int32]kgo.EpochOffset
+
+	// ended is closed and replaced at the end of every interval (WaitCommit).
+	endMu sync.Mutex
+	ended chan struct{}
 }
 
 // Task states.
@@ -94,6 +98,7 @@ func NewRuntime(s Definition, cfg Config) (*Runtime, error) {
 		tasks:   make(map[int32]*task),
 		stopped: make(map[int32]error),
 		pending: make(map[string]map[int32]kgo.EpochOffset),
+		ended:   make(chan struct{}),
 	}
 	rt.log = cfg.Logger.With().Str(logging.FieldApp, d.app).Str(logging.FieldStep, d.name).Logger()
 	for _, h := range d.handlers {
@@ -160,6 +165,9 @@ func (rt *Runtime) Run(ctx context.Context) (err error) {
 		return errors.New("step runtime already ran; make a new one")
 	}
 	rt.runCtx = ctx
+	// The store's default durability (a WAL, never synced) is argued in
+	// state.Durability: under exactly-once the store may lag Kafka but never
+	// lead it, so a sync would buy nothing.
 	rt.store, err = state.Open(rt.cfg.StateDir, state.Options{App: rt.def.app, Step: rt.def.name, Logger: rt.log})
 	if err != nil {
 		return fmt.Errorf("step %s: %w", rt.def.group(), err)
@@ -443,6 +451,42 @@ func (rt *Runtime) activateRestored() error {
 		t.log.Info().Msg("partition restored; processing")
 	}
 	return nil
+}
+
+// WaitCommit returns once the step has ended an interval that began after
+// the call: whatever it had handled before is then committed (or, if that
+// interval aborted, will be handled again). For tests and tools that need
+// to read state after an output.
+func (rt *Runtime) WaitCommit(ctx context.Context) error {
+	for range 2 { // the interval in progress may have begun before the call
+		rt.endMu.Lock()
+		ch := rt.ended
+		rt.endMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (rt *Runtime) endInterval() {
+	rt.endMu.Lock()
+	close(rt.ended)
+	rt.ended = make(chan struct{})
+	rt.endMu.Unlock()
+}
+
+// Partitions lists the partitions the step is processing now (restored and
+// active), in order.
+func (rt *Runtime) Partitions() []int32 {
+	var ps []int32
+	for _, t := range rt.activeTasks() {
+		ps = append(ps, t.p)
+	}
+	slices.Sort(ps)
+	return ps
 }
 
 // activeTasks snapshots the active tasks.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/troupehq/troupe/pkg/state"
@@ -22,6 +23,11 @@ type Step[S any] struct {
 // Definition is a step ready to run: a *Step[S] of any S. Run and NewRuntime
 // take one.
 type Definition interface {
+	// Name is <app>.<step>: the consumer group and the prefix of the
+	// step's own topics (.changelog, .retry).
+	Name() string
+	// Inputs are the topics the step consumes, besides its retry topic.
+	Inputs() []string
 	definition() *definition
 }
 
@@ -43,13 +49,13 @@ type handler struct {
 }
 
 // Option configures a Step.
-type Option func(*definition)
+type Option struct{ apply func(*definition) }
 
 // Inputs names the topics the step consumes. Every input (and the step's own
 // retry topic, which it always consumes) must have the same number of
 // partitions: partition N of each holds the same instances.
 func Inputs(topics ...string) Option {
-	return func(d *definition) { d.inputs = append(d.inputs, topics...) }
+	return Option{func(d *definition) { d.inputs = append(d.inputs, topics...) }}
 }
 
 // New defines the step name of app. Its consumer group is <app>.<name>, its
@@ -57,7 +63,7 @@ func Inputs(topics ...string) Option {
 func New[S any](app, name string, opts ...Option) *Step[S] {
 	s := &Step[S]{def: definition{app: app, name: name, stateType: reflect.TypeFor[S]()}}
 	for _, o := range opts {
-		o(&s.def)
+		o.apply(&s.def)
 	}
 	return s
 }
@@ -98,6 +104,9 @@ func (s *Step[S]) definition() *definition { return &s.def }
 // Name is <app>.<step>: the step's consumer group and the prefix of its
 // topics.
 func (s *Step[S]) Name() string { return s.def.group() }
+
+// Inputs are the topics the step consumes, besides its retry topic.
+func (s *Step[S]) Inputs() []string { return slices.Clone(s.def.inputs) }
 
 func (d *definition) group() string     { return d.app + "." + d.name }
 func (d *definition) changelog() string { return state.ChangelogTopic(d.app, d.name) }

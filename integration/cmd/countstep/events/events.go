@@ -59,8 +59,10 @@ func (fixedRegistry) id(schema string) (int, error) {
 	return 0, fmt.Errorf("schema %s: %w", schema, avro.ErrUnknownSchema)
 }
 
-func (r fixedRegistry) Register(_ context.Context, _, schema string) (int, error) { return r.id(schema) }
-func (r fixedRegistry) Lookup(_ context.Context, _, schema string) (int, error)   { return r.id(schema) }
+func (r fixedRegistry) Register(_ context.Context, _, schema string) (int, error) {
+	return r.id(schema)
+}
+func (r fixedRegistry) Lookup(_ context.Context, _, schema string) (int, error) { return r.id(schema) }
 
 func (fixedRegistry) SchemaByID(_ context.Context, id int) (string, error) {
 	if s, ok := schemas[id]; ok {

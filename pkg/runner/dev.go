@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/troupehq/troupe/pkg/api"
 	"github.com/troupehq/troupe/pkg/example/orders"
 	"github.com/troupehq/troupe/pkg/kafka"
@@ -215,4 +214,3 @@ func summarize(ctx context.Context, o DevOptions, t *topology.Topology, demo *or
 		}
 	}
 }
-

@@ -177,4 +177,3 @@ func serve(ctx context.Context, ln net.Listener, env *Env, loops ...func(context
 // defaultHTTP is where a step process serves by default: not 8080, which
 // `troupe dev` takes, so both can run on one machine.
 const defaultHTTP = "127.0.0.1:8090"
-

@@ -19,10 +19,10 @@ type Outcome string
 // The outcomes of the example saga.
 const (
 	OutcomeCompleted    Outcome = "completed"
-	OutcomeDeclined     Outcome = "declined"      // PaymentDeclined
-	OutcomeOutOfStock   Outcome = "out-of-stock"  // OutOfStock; payment refunded
-	OutcomeShipFailed   Outcome = "ship-failed"   // ShipmentFailed; inventory released, payment refunded
-	OutcomeTimedOut     Outcome = "timed-out"     // SLOW- sku: the deadline passes; payment refunded
+	OutcomeDeclined     Outcome = "declined"     // PaymentDeclined
+	OutcomeOutOfStock   Outcome = "out-of-stock" // OutOfStock; payment refunded
+	OutcomeShipFailed   Outcome = "ship-failed"  // ShipmentFailed; inventory released, payment refunded
+	OutcomeTimedOut     Outcome = "timed-out"    // SLOW- sku: the deadline passes; payment refunded
 	demoSource                  = "troupe-demo"
 	demoCustomerIDCount         = 500
 )

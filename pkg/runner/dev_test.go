@@ -1,0 +1,167 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/troupehq/troupe/pkg/event"
+	"github.com/troupehq/troupe/pkg/example/orders"
+	"github.com/troupehq/troupe/pkg/kafka"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startDev runs Dev in the background and returns a stop function that
+// waits for it to return.
+func startDev(t *testing.T, o DevOptions) (stop func()) {
+	t.Helper()
+	g := &Globals{Log: zerolog.Nop()}
+	app := App{Name: "troupe", Version: "test", Types: orders.Register, Steps: orders.Steps}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Dev(ctx, app, g, o) }()
+	return func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("dev returned %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("dev did not stop within 30 s")
+		}
+	}
+}
+
+// waitReady waits until /readyz on addr answers 200: the stack is up and
+// every step has restored its state.
+func waitReady(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("troupe dev on %s not ready after 90 s", addr)
+}
+
+// countTypes reads the example's business topics from the start and counts
+// events by type.
+func countTypes(t *testing.T, addr string) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topics := []string{"orders", "payments", "inventory", "shipping"}
+	cl, err := kafka.NewClient(ctx, kafka.Config{Brokers: []string{addr}}, kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	counts := map[string]int{}
+	idle := 0
+	for idle < 3 {
+		pctx, pcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		fs := cl.PollFetches(pctx)
+		pcancel()
+		n := 0
+		fs.EachRecord(func(r *kgo.Record) {
+			typ, _ := event.Header(r, event.HeaderType)
+			counts[typ]++
+			n++
+		})
+		if n == 0 {
+			idle++
+		} else {
+			idle = 0
+		}
+	}
+	return counts
+}
+
+// troupe dev on a temp data dir processes the demo load; stopped and started
+// again, it carries on without processing old orders twice.
+func TestDevRestartContinues(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole stack twice")
+	}
+	const ns = orders.Namespace + "."
+	o := DevOptions{
+		KafkaPort: freePort(t), RegistryPort: freePort(t), HTTP: "127.0.0.1:" + strconv.Itoa(freePort(t)),
+		DataDir: t.TempDir(), DemoRate: 40, SummaryEvery: time.Second, Out: &syncBuffer{},
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(o.KafkaPort)
+	stop := startDev(t, o)
+	waitReady(t, o.HTTP)
+	time.Sleep(6 * time.Second)
+	stop()
+
+	// Second run, no new orders: whatever was placed is processed exactly once.
+	o.DemoRate = 0
+	stop = startDev(t, o)
+	defer stop()
+	waitReady(t, o.HTTP)
+	var c map[string]int
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c = countTypes(t, addr)
+		if c[ns+"OrderPlaced"] > 0 && c[ns+"PaymentAuthorized"]+c[ns+"PaymentDeclined"] >= c[ns+"OrderPlaced"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orders not all processed after the restart: %v", c)
+		}
+	}
+	time.Sleep(3 * time.Second) // room for a wrongful re-run to show
+	c = countTypes(t, addr)
+	placed := c[ns+"OrderPlaced"]
+	if placed < 50 {
+		t.Fatalf("only %d orders placed in 6 s at 40/s", placed)
+	}
+	if paid := c[ns+"PaymentAuthorized"] + c[ns+"PaymentDeclined"]; paid != placed {
+		t.Errorf("%d orders placed, %d payment outcomes: some were processed twice or not at all", placed, paid)
+	}
+	if got := c[ns+"ShipmentScheduled"] + c[ns+"ShipmentFailed"]; got != c[ns+"InventoryReserved"] {
+		t.Errorf("%d reservations, %d shipping outcomes", c[ns+"InventoryReserved"], got)
+	}
+}

@@ -430,6 +430,14 @@ func (rt *Runtime) restore(ctx context.Context, t *task) {
 func (rt *Runtime) activateRestored() error {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
+	var activated []int32
+	defer func() {
+		// One line per batch of partitions, not one per partition.
+		if len(activated) > 0 {
+			slices.Sort(activated)
+			rt.log.Info().Ints32("partitions", activated).Msg("partitions restored; processing")
+		}
+	}()
 	for p, t := range rt.tasks {
 		if t.state.Load() != taskRestored {
 			continue
@@ -448,7 +456,7 @@ func (rt *Runtime) activateRestored() error {
 		}
 		rt.m.restoring.Dec()
 		rt.cl.ResumeFetchPartitions(rt.tps(p))
-		t.log.Info().Msg("partition restored; processing")
+		activated = append(activated, p)
 	}
 	return nil
 }

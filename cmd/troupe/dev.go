@@ -35,9 +35,8 @@ func newDevCmd(g *globals) *cobra.Command {
   troupe dev --kafka-port 19092 --registry-port 18081 --http 127.0.0.1:18080 --demo-rate 0`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rg := g.runnerGlobals()
 			o.Out = cmd.ErrOrStderr()
-			err := runner.Dev(cmdContext(cmd), exampleApp(), &rg, o)
+			err := runner.Dev(cmdContext(cmd), exampleApp(), &g.Globals, o)
 			if errors.Is(err, runner.ErrUsage) {
 				return asUsage(err)
 			}

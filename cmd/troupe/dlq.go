@@ -69,7 +69,7 @@ func newDLQCmd(g *globals) *cobra.Command {
 		if _, ok := t.Step(step); !ok {
 			return nil, nil, usagef("unknown step %q: %s has steps %s", step, file, strings.Join(t.StepNames(), ", "))
 		}
-		q, err := dlq.Open(cmdContext(cmd), g.kafkaConfig(), step, t.DLQ(step), t.RetryTopic(step))
+		q, err := dlq.Open(cmdContext(cmd), g.KafkaConfig(), step, t.DLQ(step), t.RetryTopic(step))
 		if errors.Is(err, replay.ErrUnknownTopic) {
 			return nil, nil, fmt.Errorf("%w (create the topology's topics: troupe topics apply --topology %s)", err, file)
 		}
@@ -223,7 +223,7 @@ be decoded (often the reason it is here) is shown as a hex dump.`,
 			for _, h := range r.Headers {
 				fmt.Fprintf(out, "  %s: %s\n", h.Key, printable(h.Value, 0))
 			}
-			showValue(ctx, out, g.registry, t, r.Value)
+			showValue(ctx, out, g.Registry, t, r.Value)
 			return nil
 		},
 	}

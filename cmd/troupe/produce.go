@@ -108,7 +108,7 @@ func runProduce(cmd *cobra.Command, g *globals, f *produceFlags) error {
 		return usagef("--topic is required (no topology maps %s to a topic)", f.typ)
 	}
 
-	reg, err := avro.NewRegistryClient(g.registry)
+	reg, err := avro.NewRegistryClient(g.Registry)
 	if err != nil {
 		return asUsage(err)
 	}
@@ -125,7 +125,7 @@ func runProduce(cmd *cobra.Command, g *globals, f *produceFlags) error {
 			return usagef("--schema %s defines %s, not --type %s", f.schema, strings.Join(names, ""), f.typ)
 		}
 	}
-	cl, err := kafka.NewClient(ctx, g.kafkaConfig(), kgo.UnknownTopicRetries(2))
+	cl, err := kafka.NewClient(ctx, g.KafkaConfig(), kgo.UnknownTopicRetries(2))
 	if err != nil {
 		return err
 	}

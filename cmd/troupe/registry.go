@@ -45,8 +45,8 @@ func newRegistryCmd(g *globals) *cobra.Command {
 				return usagef("--compatibility: %v", err)
 			}
 			cfg.DefaultLevel = l
-			cfg.Kafka = g.kafkaConfig()
-			srv, err := registry.New(cfg, g.log)
+			cfg.Kafka = g.KafkaConfig()
+			srv, err := registry.New(cfg, g.Log)
 			if err != nil {
 				return asUsage(err)
 			}
@@ -55,7 +55,7 @@ func newRegistryCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w (is another registry running there? choose another --port)", addr, err)
 			}
-			g.log.Info().Str("url", "http://"+ln.Addr().String()).Str("topic", cfg.Topic).Msg("schema registry listening")
+			g.Log.Info().Str("url", "http://"+ln.Addr().String()).Str("topic", cfg.Topic).Msg("schema registry listening")
 			return srv.Serve(cmdContext(cmd), ln)
 		},
 	}

@@ -104,7 +104,7 @@ TIME is RFC 3339 (2026-05-01T12:00:00Z) or relative to now (-1h, -30m, -2d).`,
 
 func copyRange(cmd *cobra.Command, g *globals, r replay.Range, to string) error {
 	errOut := cmd.ErrOrStderr()
-	res, err := replay.Copy(cmdContext(cmd), g.kafkaConfig(), r, to, replay.CopyOptions{
+	res, err := replay.Copy(cmdContext(cmd), g.KafkaConfig(), r, to, replay.CopyOptions{
 		Progress: func(p replay.Progress) {
 			fmt.Fprintf(errOut, "copied %d records (%.0f/s), read %d, %s\n", p.Copied, p.Rate(), p.Read, p.Elapsed.Round(time.Second))
 		},
@@ -130,7 +130,7 @@ func copyRange(cmd *cobra.Command, g *globals, r replay.Range, to string) error 
 }
 
 func rewind(cmd *cobra.Command, g *globals, group, topic string, from replay.Start, opts replay.RewindOptions) error {
-	rw, err := replay.RewindGroup(cmdContext(cmd), g.kafkaConfig(), group, topic, from, opts)
+	rw, err := replay.RewindGroup(cmdContext(cmd), g.KafkaConfig(), group, topic, from, opts)
 	switch {
 	case errors.Is(err, replay.ErrUnknownTopic):
 		return asUsage(err)

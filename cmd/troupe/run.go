@@ -16,11 +16,9 @@ func exampleApp() runner.App {
 }
 
 func newRunCmd(g *globals) *cobra.Command {
-	rg := &runner.Globals{}
-	cmd := runner.RunCommand(exampleApp(), rg)
+	cmd := runner.RunCommand(exampleApp(), &g.Globals)
 	run := cmd.RunE
 	cmd.RunE = func(c *cobra.Command, args []string) error {
-		*rg = g.runnerGlobals()
 		err := run(c, args)
 		if errors.Is(err, runner.ErrUsage) {
 			return asUsage(err)
@@ -28,12 +26,4 @@ func newRunCmd(g *globals) *cobra.Command {
 		return err
 	}
 	return cmd
-}
-
-func (g *globals) runnerGlobals() runner.Globals {
-	return runner.Globals{
-		Brokers: g.brokers, Registry: g.registry, API: g.api, LogLevel: g.logLevel, LogFormat: g.logFormat,
-		TLS: g.tls, TLSCA: g.tlsCA, TLSCert: g.tlsCert, TLSKey: g.tlsKey, TLSInsecure: g.tlsInsecure,
-		SASLMech: g.saslMech, SASLUser: g.saslUser, SASLPass: g.saslPass, Log: g.log,
-	}
 }

@@ -34,14 +34,14 @@ FAILED (a compensation could not be done: an operator must act).`,
 		Args: exactArgs(1, "the saga instance id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var raw json.RawMessage
-			if err := apiGet(cmdContext(cmd), g.api, "/api/sagas/"+url.PathEscape(args[0]), &raw); err != nil {
+			if err := apiGet(cmdContext(cmd), g.API, "/api/sagas/"+url.PathEscape(args[0]), &raw); err != nil {
 				return err
 			}
 			var pretty strings.Builder
 			dec := json.NewDecoder(strings.NewReader(string(raw)))
 			var v any
 			if err := dec.Decode(&v); err != nil {
-				return fmt.Errorf("decode answer of %s: %w", g.api, err)
+				return fmt.Errorf("decode answer of %s: %w", g.API, err)
 			}
 			enc := json.NewEncoder(&pretty)
 			enc.SetIndent("", "  ")
@@ -67,7 +67,7 @@ FAILED (a compensation could not be done: an operator must act).`,
 			}
 			q.Set("limit", fmt.Sprint(limit))
 			var page saga.Page
-			if err := apiGet(cmdContext(cmd), g.api, "/api/sagas?"+q.Encode(), &page); err != nil {
+			if err := apiGet(cmdContext(cmd), g.API, "/api/sagas?"+q.Encode(), &page); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -99,7 +99,7 @@ FAILED (a compensation could not be done: an operator must act).`,
 		Args:  exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var st saga.Stats
-			if err := apiGet(cmdContext(cmd), g.api, "/api/sagas/stats", &st); err != nil {
+			if err := apiGet(cmdContext(cmd), g.API, "/api/sagas/stats", &st); err != nil {
 				return err
 			}
 			for _, s := range []saga.Status{saga.Running, saga.Completed, saga.Compensating, saga.Compensated, saga.Failed} {

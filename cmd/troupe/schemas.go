@@ -87,7 +87,7 @@ func loadSchemaSet(cmd *cobra.Command, g *globals, f *schemaFlags, withExisting 
 	if err != nil {
 		return nil, err
 	}
-	reg, err := avro.NewRegistryClient(g.registry)
+	reg, err := avro.NewRegistryClient(g.Registry)
 	if err != nil {
 		return nil, asUsage(err)
 	}

@@ -58,11 +58,11 @@ func runStateRebuild(cmd *cobra.Command, g *globals, f rebuildFlags) error {
 	if err := errors.Join(missing...); err != nil {
 		return usagef("%v (see 'troupe state rebuild --help')", err)
 	}
-	kcfg := g.kafkaConfig()
+	kcfg := g.KafkaConfig()
 	if err := kcfg.Validate(); err != nil {
 		return asUsage(err)
 	}
-	log := g.log.With().Str("app", f.app).Str("step", f.step).Logger()
+	log := g.Log.With().Str("app", f.app).Str("step", f.step).Logger()
 	start := time.Now()
 	results, err := state.Rebuild(cmdContext(cmd), kcfg, f.stateDir, f.app, f.step, log)
 	var ie *state.IdentityError

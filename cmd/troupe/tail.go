@@ -113,13 +113,13 @@ func runTail(cmd *cobra.Command, g *globals, f *tailFlags) error {
 	if err != nil {
 		return asUsage(err)
 	}
-	reg, err := avro.NewRegistryClient(g.registry)
+	reg, err := avro.NewRegistryClient(g.Registry)
 	if err != nil {
 		return asUsage(err)
 	}
 	serde := avro.NewSerde(reg)
 
-	admCl, err := kafka.NewClient(ctx, g.kafkaConfig())
+	admCl, err := kafka.NewClient(ctx, g.KafkaConfig())
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func runTail(cmd *cobra.Command, g *globals, f *tailFlags) error {
 	if err != nil {
 		return err
 	}
-	cl, err := kafka.NewClient(ctx, g.kafkaConfig(),
+	cl, err := kafka.NewClient(ctx, g.KafkaConfig(),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{f.topic: offsets}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(), // so that a partition ending in a transaction marker visibly reaches its end

@@ -116,7 +116,7 @@ or delete data), it tells you how to migrate.`,
 				return err
 			}
 			ctx := cmdContext(cmd)
-			cl, err := kafka.NewClient(ctx, g.kafkaConfig())
+			cl, err := kafka.NewClient(ctx, g.KafkaConfig())
 			if err != nil {
 				return err
 			}

@@ -65,7 +65,9 @@ func prefixTopics(yaml, prefix string) string {
 	return strings.Join(lines, "\n")
 }
 
-func newSagaEnv(t *testing.T, deadline string) *sagaEnv {
+// newSagaEnv deploys the saga with deadline (empty: the file's 30 s) and
+// edits, pairs of (old, new) text replaced in the topology file.
+func newSagaEnv(t *testing.T, deadline string, edits ...string) *sagaEnv {
 	t.Helper()
 	var b [3]byte
 	_, _ = rand.Read(b[:])
@@ -78,6 +80,12 @@ func newSagaEnv(t *testing.T, deadline string) *sagaEnv {
 	yaml = prefixTopics(yaml, "t"+id+"-")
 	if deadline != "" {
 		yaml = strings.Replace(yaml, "deadline: 30s", "deadline: "+deadline, 1)
+	}
+	for i := 0; i+1 < len(edits); i += 2 {
+		if !strings.Contains(yaml, edits[i]) {
+			t.Fatalf("topology edit: %q is not in the file", edits[i])
+		}
+		yaml = strings.Replace(yaml, edits[i], edits[i+1], 1)
 	}
 	e := &sagaEnv{t: t, dir: t.TempDir()}
 	e.file = filepath.Join(e.dir, "orders.yaml")
@@ -122,7 +130,8 @@ func newSagaEnv(t *testing.T, deadline string) *sagaEnv {
 // "coordinator") as a `troupe run` process with its own state dir.
 func (e *sagaEnv) startStep(name, replica string, extra ...string) *troupeProc {
 	e.t.Helper()
-	args := []string{"run", "--topology", e.file, "--registry", e.registry, "--http", freeAddr(e.t),
+	addr := freeAddr(e.t)
+	args := []string{"run", "--topology", e.file, "--registry", e.registry, "--http", addr,
 		"--state-dir", filepath.Join(e.dir, "state", name+"-"+replica)}
 	if name == "coordinator" {
 		args = append(args, "--coordinator", e.topo.Saga)
@@ -130,6 +139,7 @@ func (e *sagaEnv) startStep(name, replica string, extra ...string) *troupeProc {
 		args = append(args, "--step", name)
 	}
 	p := startTroupe(e.t, name+"-"+replica, append(args, extra...)...)
+	p.http = "http://" + addr
 	e.procs = append(e.procs, p)
 	return p
 }

@@ -299,12 +299,13 @@ type countProc struct {
 	done    chan struct{}
 }
 
-func (e *stepEnv) start(name, dir, guarantee, protocol string) *countProc {
+func (e *stepEnv) start(name, dir, guarantee, protocol string, extra ...string) *countProc {
 	e.t.Helper()
 	args := []string{
 		"--brokers", strings.Join(e.brokers, ","), "--app", e.app, "--input", e.input, "--output", e.output,
 		"--state-dir", dir, "--guarantee", guarantee, "--group-protocol", protocol, "--log-level", "info",
 	}
+	args = append(args, extra...)
 	if protocol == "classic" {
 		args = append(args, "--session-timeout", stepSession)
 	}

@@ -63,6 +63,8 @@ type troupeProc struct {
 	err  error
 	// stopped is set when the test stopped or killed the process itself.
 	stopped bool
+	// http is the base URL of its HTTP server, when the test knows it.
+	http string
 }
 
 type lockedBuffer struct {

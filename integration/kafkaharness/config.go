@@ -90,6 +90,13 @@ func serverProperties(id int, ports []nodePorts, dataDir string, extra map[strin
 		{"log.cleaner.backoff.ms", "1000"},
 		{"broker.heartbeat.interval.ms", "500"},
 		{"broker.session.timeout.ms", "5000"},
+		// A KIP-848 member killed with kill -9 (a saga coordinator in the
+		// saga tests) is fenced after 6 s rather than the default 45 s,
+		// so its partitions move to its restart in seconds.
+		{"group.consumer.min.heartbeat.interval.ms", "1000"},
+		{"group.consumer.heartbeat.interval.ms", "1000"},
+		{"group.consumer.min.session.timeout.ms", "6000"},
+		{"group.consumer.session.timeout.ms", "6000"},
 	}
 	var b strings.Builder
 	b.WriteString("# Written by troupe's kafkaharness.\n")

@@ -20,7 +20,14 @@ step's changelog before processing.
 Each process keeps its state in --state-dir (one directory per process and
 step; never share one). /metrics, /healthz and /readyz are served on --http;
 /readyz answers 503 while state is restoring. SIGTERM finishes the current
-batch, commits it and exits.`
+batch, commits it and exits.
+
+--coordinator SAGA runs the saga's coordinator instead (group
+<app>.saga.<saga>): instance status and history, deadlines, compensation in
+reverse order, SagaEnded. It serves the saga API on --http (GET /api/sagas,
+/api/sagas/{id}, /api/sagas/stats); run several and each answers for its
+partitions, redirecting or asking its peers (at their --advertise-http) for
+the rest.`
 
 // RunCommand returns the `run` command for app. g holds the global flags,
 // registered on the root command by the caller.
@@ -31,6 +38,7 @@ func RunCommand(app App, g *Globals) *cobra.Command {
 		Short: "Run one step (or the saga coordinator) as a consumer-group member",
 		Long:  runLong,
 		Example: `  troupe run --topology topology/orders.yaml --step payment
+  troupe run --topology topology/orders.yaml --coordinator order-fulfillment --http 127.0.0.1:8091
   troupe run --topology topology/orders.yaml --step payment --state-dir /var/lib/troupe/payment-1 --http 0.0.0.0:8090
   TROUPE_BROKERS=kafka-1:9092,kafka-2:9092 troupe run --topology topology/orders.yaml --step shipping --guarantee at_least_once`,
 		Args: cobra.NoArgs,
@@ -44,7 +52,8 @@ func RunCommand(app App, g *Globals) *cobra.Command {
 	f.StringVar(&o.Coordinator, "coordinator", "", "run the coordinator of this saga instead of a step")
 	f.StringVar(&o.StateDir, "state-dir", "", "directory of this process's local state (default .troupe/state/<app>.<step>)")
 	f.StringVar(&o.Guarantee, "guarantee", "", "exactly_once or at_least_once (default: the topology's)")
-	f.StringVar(&o.HTTP, "http", defaultHTTP, "address of /metrics, /healthz, /readyz")
+	f.StringVar(&o.HTTP, "http", defaultHTTP, "address of /metrics, /healthz, /readyz (and the saga API with --coordinator)")
+	f.StringVar(&o.Advertise, "advertise-http", "", "with --coordinator: the base URL other coordinators reach this one's API at (default http://<--http>, with the host name when --http is 0.0.0.0)")
 	return cmd
 }
 

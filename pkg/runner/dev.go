@@ -14,6 +14,7 @@ import (
 	"github.com/troupehq/troupe/pkg/example/orders"
 	"github.com/troupehq/troupe/pkg/kafka"
 	"github.com/troupehq/troupe/pkg/registry"
+	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/pkg/topology"
 	topologies "github.com/troupehq/troupe/topology"
 )
@@ -132,6 +133,20 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 		}
 		loops = append(loops, rt.Run)
 	}
+	gu, err := GuaranteeOf(t, "")
+	if err != nil {
+		return err
+	}
+	coord, store, err := env.NewCoordinator(t, StepOptions{
+		StateDir:  filepath.Join(o.DataDir, "state", t.App+"."+saga.StepName(t)),
+		Guarantee: gu,
+	})
+	if err != nil {
+		return err
+	}
+	// One process holds every partition: no peers to ask or redirect to.
+	saga.Mount(env.Server, store, nil)
+	loops = append(loops, coord.Run)
 
 	producer, err := kafka.NewClient(ctx, kcfg)
 	if err != nil {
@@ -147,11 +162,11 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 	}
 	loops = append(loops, demo.Run,
 		func(ctx context.Context) error { return obs.Run(ctx, kcfg, topics) },
-		func(ctx context.Context) error { return summarize(ctx, o, t, demo, obs) },
+		func(ctx context.Context) error { return summarize(ctx, o, demo, obs, store) },
 	)
 
 	fmt.Fprintf(o.Out, `
-troupe dev is up: saga %q with steps %s.
+troupe dev is up: saga %q with steps %s and its coordinator.
   Kafka     %s   (any Kafka client; data in %s)
   registry  http://%s
   HTTP      http://%s   (/metrics /healthz /readyz /api)
@@ -159,6 +174,7 @@ troupe dev is up: saga %q with steps %s.
 In another terminal:
   troupe tail --topic orders --follow
   troupe produce --topic orders --type %s --key my-order --data '{...}'
+  troupe saga list --status COMPENSATED; troupe saga get ID
 Ctrl-C stops.
 
 `, t.Saga, strings.Join(t.StepNames(), ", "), broker.Addr(), o.DataDir, regAddr, httpLn.Addr(), o.DemoRate, t.Trigger)
@@ -187,8 +203,8 @@ func applyTopics(ctx context.Context, cfg kafka.Config, t *topology.Topology) er
 }
 
 // summarize prints one line every o.SummaryEvery: orders placed, events per
-// second, and outcomes so far.
-func summarize(ctx context.Context, o DevOptions, t *topology.Topology, demo *orders.Demo, obs *Observer) error {
+// second, and the sagas by status so far.
+func summarize(ctx context.Context, o DevOptions, demo *orders.Demo, obs *Observer, sagas *saga.Store) error {
 	tick := time.NewTicker(o.SummaryEvery)
 	defer tick.Stop()
 	var lastTotal int64
@@ -205,12 +221,18 @@ func summarize(ctx context.Context, o DevOptions, t *topology.Topology, demo *or
 			}
 			rate := float64(total-lastTotal) / now.Sub(last).Seconds()
 			lastTotal, last = total, now
-			var ends []string
-			for _, ev := range append(append([]string{}, t.CompletesOn...), t.FailsOn...) {
-				ends = append(ends, fmt.Sprintf("%s %d", t.ShortName(ev), c[ev]))
+			st, err := sagas.Stats(ctx)
+			if err != nil {
+				continue // stopping
 			}
-			fmt.Fprintf(o.Out, "%s  orders placed %d · events %.0f/s · %s\n",
-				now.Format("15:04:05"), demo.Placed.Load(), rate, strings.Join(ends, " · "))
+			var by []string
+			for _, s := range []saga.Status{saga.Running, saga.Compensating, saga.Completed, saga.Compensated, saga.Failed} {
+				if n := st.ByStatus[s]; n > 0 || s != saga.Compensating {
+					by = append(by, fmt.Sprintf("%s %d", strings.ToLower(string(s)), n))
+				}
+			}
+			fmt.Fprintf(o.Out, "%s  orders placed %d · events %.0f/s · sagas: %s\n",
+				now.Format("15:04:05"), demo.Placed.Load(), rate, strings.Join(by, " · "))
 		}
 	}
 }

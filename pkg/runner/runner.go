@@ -15,6 +15,7 @@ import (
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/kafka"
 	"github.com/troupehq/troupe/pkg/metrics"
+	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/pkg/step"
 	"github.com/troupehq/troupe/pkg/topology"
 )
@@ -69,7 +70,8 @@ type StepOptions struct {
 }
 
 // NewStep builds the runtime of step name of topology t and registers its
-// readiness on the env's server.
+// readiness on the env's server. The runtime keeps the saga's rules for the
+// step (saga.ForStep): SagaEnded, the compensation barrier.
 func (e *Env) NewStep(t *topology.Topology, def step.Definition, name string, o StepOptions) (*step.Runtime, error) {
 	rt, err := step.NewRuntime(def, step.Config{
 		Kafka:      e.Kafka,
@@ -78,12 +80,25 @@ func (e *Env) NewStep(t *topology.Topology, def step.Definition, name string, o 
 		Guarantee:  o.Guarantee,
 		Registerer: e.Metrics,
 		Logger:     e.Log,
+		Saga:       saga.ForStep(t, name),
+		Retry:      RetryOf(t, name),
 	})
 	if err != nil {
 		return nil, err
 	}
 	e.Server.AddReadiness("step "+name, rt.Ready)
 	return rt, nil
+}
+
+// RetryOf is the retry policy of step name of topology t (the step's retry:
+// block, or the topology's) for the step runtime.
+func RetryOf(t *topology.Topology, name string) step.RetryPolicy {
+	r := t.RetryFor(name)
+	jitter := r.Jitter
+	if jitter == 0 {
+		jitter = -1 // none, as the file says; 0 is the runtime's default
+	}
+	return step.RetryPolicy{Attempts: r.Attempts, InitialBackoff: r.InitialBackoff, MaxBackoff: r.MaxBackoff, Jitter: jitter}
 }
 
 // GuaranteeOf maps a topology's guarantee, overridden by flag when flag is
@@ -104,6 +119,10 @@ type RunOptions struct {
 	StateDir    string
 	Guarantee   string
 	HTTP        string
+	// Advertise is the base URL peers reach this process's API at (the
+	// coordinator's); default http://<--http>, with the host name for an
+	// unspecified address.
+	Advertise string
 }
 
 // ErrUsage marks errors in the flags or input of Run: exit code 2.
@@ -125,8 +144,10 @@ func Run(ctx context.Context, app App, g *Globals, o RunOptions) error {
 		return usage("pass --step NAME (one of %v) or --coordinator %s", t.StepNames(), t.Saga)
 	case o.Step != "" && o.Coordinator != "":
 		return usage("pass either --step or --coordinator, not both")
+	case o.Coordinator != t.Saga && o.Coordinator != "":
+		return usage("unknown saga %q: the topology %s has saga %q", o.Coordinator, o.Topology, t.Saga)
 	case o.Coordinator != "":
-		return usage("--coordinator: the saga coordinator is not available in this build yet")
+		return runCoordinator(ctx, app, g, o, t)
 	}
 	defs := app.Steps(t)
 	def, ok := defs[o.Step]

@@ -8,6 +8,21 @@
 // machine: (instance, event or timer) → (instance, actions). The scenarios in
 // testdata/ are its specification; read them first.
 //
+// Coordinator runs a Machine as a step (group <app>.saga.<saga>, changelog
+// <app>.saga.<saga>.changelog) over every business topic of the saga:
+// deadlines and compensation timeouts are durable timers, commands go to
+// their topic and SagaEnded to <app>.saga.<saga>.ended, all in the step's
+// transaction. ForStep gives every other step of the saga the runtime's
+// side of the contract (step.Saga: SagaEnded, the compensation barrier).
+//
+// The API (Mount) reads a Store: the instances of the partitions one
+// coordinator process holds, from its local state. Several processes form a
+// Cluster: each advertises its API in its Kafka client id (ClientID), so the
+// group's description maps partitions to processes; an instance elsewhere is
+// a 307 to its owner, and stats and lists merge every process's answer for
+// its own partitions (scope=local), failing with 503 rather than counting
+// a partition twice or not at all.
+//
 //	RUNNING ──completes_on──▶ COMPLETED
 //	   │ fails_on / deadline
 //	   ▼

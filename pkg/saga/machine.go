@@ -3,6 +3,7 @@ package saga
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/troupehq/troupe/pkg/topology"
@@ -114,7 +115,10 @@ type Machine struct {
 	completedBy map[string]string // event type → step it completes
 	ackOf       map[string]string // compensation ack type → step
 	emitter     map[string]string // event type → step that emits it
+	forward     map[string]string // event type → step whose forward action emits it (not acks)
+	soleInput   map[string]string // step → its input event type, for steps with exactly one
 	command     map[string]string // step → compensation command
+	commandOf   map[string]string // compensation command → step
 	deadline    time.Duration
 	compTimeout time.Duration
 	compTries   int
@@ -131,7 +135,10 @@ func NewMachine(t *topology.Topology) *Machine {
 		completedBy: map[string]string{},
 		ackOf:       map[string]string{},
 		emitter:     map[string]string{},
+		forward:     map[string]string{},
+		soleInput:   map[string]string{},
 		command:     map[string]string{},
+		commandOf:   map[string]string{},
 		deadline:    t.Deadline,
 		compTimeout: t.Compensate.Timeout,
 		compTries:   t.Compensate.Attempts,
@@ -146,6 +153,10 @@ func NewMachine(t *topology.Topology) *Machine {
 	for _, s := range t.Steps {
 		for _, e := range s.Emits {
 			m.emitter[e] = s.Name
+			m.forward[e] = s.Name
+		}
+		if len(s.On) == 1 {
+			m.soleInput[s.Name] = s.On[0]
 		}
 		if s.CompletedBy != "" {
 			m.completedBy[s.CompletedBy] = s.Name
@@ -153,6 +164,7 @@ func NewMachine(t *topology.Topology) *Machine {
 		if c := s.Compensation; c.Command != "" {
 			m.ackOf[c.Ack] = s.Name
 			m.command[s.Name] = c.Command
+			m.commandOf[c.Command] = s.Name
 			m.emitter[c.Ack] = s.Name
 		}
 	}
@@ -161,8 +173,15 @@ func NewMachine(t *topology.Topology) *Machine {
 
 // Event is one event of a saga as the coordinator sees it.
 type Event struct {
-	Type      string // full Avro name
-	Time      time.Time
+	Type string // full Avro name
+	// Time is when the event happened (its ce_time): the time of its
+	// history entry, and of the instance's start and end.
+	Time time.Time
+	// Now is when the coordinator handles it: timers (deadline,
+	// compensation timeout) count from it, so that a coordinator catching
+	// up on a backlog does not time out instances whose completion is
+	// further down the backlog. Zero means Time.
+	Now       time.Time
 	Partition int32
 	Offset    int64
 }
@@ -173,56 +192,121 @@ func (m *Machine) Relevant(typ string) bool {
 	return typ == m.trigger || emitted || m.completes[typ] || m.fails[typ]
 }
 
+// Starts reports whether an event of this type may be the first the
+// coordinator sees of an instance: the trigger, or an event a step's
+// forward action emits (events of different topics may be read out of
+// order). An ack or a command of an unknown instance starts nothing.
+func (m *Machine) Starts(typ string) bool {
+	_, fwd := m.forward[typ]
+	return typ == m.trigger || fwd
+}
+
+// implied returns the steps that must have completed for an event of this
+// type to exist, earliest first. A step with a single input event type
+// emits only after consuming an event of that type; if that type is another
+// step's completed_by, that step completed before. The coordinator may read
+// ShipmentFailed before InventoryReserved (they are on different topics);
+// knowing inventory completed keeps the compensation in reverse order.
+func (m *Machine) implied(typ string) []string {
+	var chain []string
+	for s := m.forward[typ]; s != "" && len(chain) <= len(m.soleInput); {
+		prev, ok := m.completedBy[m.soleInput[s]]
+		if !ok {
+			break
+		}
+		chain = append([]string{prev}, chain...)
+		s = prev
+	}
+	return chain
+}
+
 // OnEvent applies ev to inst (nil for an unknown instance) and returns the
 // updated instance and the actions to carry out.
 func (m *Machine) OnEvent(id string, inst *Instance, ev Event) (*Instance, []Action) {
+	now := ev.Now
+	if now.IsZero() {
+		now = ev.Time
+	}
 	var acts []Action
 	if inst == nil {
 		inst = &Instance{ID: id, Saga: m.saga, Status: Running, StartedAt: ev.Time, Completed: []string{}, Compensated: []string{}}
 		if m.deadline > 0 {
-			acts = append(acts, SetTimer{Name: TimerDeadline, At: ev.Time.Add(m.deadline)})
+			acts = append(acts, SetTimer{Name: TimerDeadline, At: now.Add(m.deadline)})
 		}
 	}
 	inst.UpdatedAt = ev.Time
 	step := m.emitter[ev.Type]
-	note := ""
+	if step == "" {
+		step = m.commandOf[ev.Type] // a command: the step it compensates
+	}
+	var notes []string
 	if ev.Type != m.trigger && len(inst.History) == 0 {
-		note = "first event seen is not the trigger"
+		notes = append(notes, "first event seen is not the trigger")
 	}
 
-	if s, ok := m.completedBy[ev.Type]; ok && !slices.Contains(inst.Completed, s) {
-		inst.Completed = append(inst.Completed, s)
-		switch {
-		case inst.Status == Compensating:
-			// The step finished while the saga was being undone: undo it
-			// too, before the steps that completed earlier.
-			if _, has := m.command[s]; has {
-				inst.Queue = append([]string{s}, inst.Queue...)
-				note = "completed during compensation; queued for compensation"
-			}
-		case inst.Status.Final():
-			// A late completion after the end (a race with SagaEnded): the
-			// step's effect must still be undone.
-			if _, has := m.command[s]; has && inst.Status != Completed {
-				acts = append(acts, Compensate{Step: s, Command: m.command[s], Attempt: 1})
-				note = "completed after the saga ended; compensation sent"
+	for _, s := range m.implied(ev.Type) {
+		if n, done := m.complete(inst, s, &acts); done {
+			notes = append(notes, "implies "+s+" completed (its "+m.short(m.completedByOf(s))+" not seen yet)")
+			if n != "" {
+				notes = append(notes, s+" "+n)
 			}
 		}
 	}
+	if s, ok := m.completedBy[ev.Type]; ok {
+		if n, _ := m.complete(inst, s, &acts); n != "" {
+			notes = append(notes, n)
+		}
+	}
 
+	note := strings.Join(notes, "; ")
 	switch {
 	case inst.Status == Running && m.completes[ev.Type]:
 		acts = append(acts, m.end(inst, Completed, "", ev.Time)...)
 	case inst.Status == Running && m.fails[ev.Type]:
 		inst.Reason = m.short(ev.Type)
-		acts = append(acts, m.startCompensation(inst, ev.Time)...)
+		acts = append(acts, m.startCompensation(inst, ev.Time, now)...)
 	case m.ackOf[ev.Type] != "":
-		acts = append(acts, m.onAck(inst, m.ackOf[ev.Type], ev.Time, &note)...)
+		acts = append(acts, m.onAck(inst, m.ackOf[ev.Type], ev.Time, now, &note)...)
 	case inst.Status.Final() && note == "":
 		note = "after the saga ended"
 	}
 	m.record(inst, Entry{Type: m.short(ev.Type), Step: step, Time: ev.Time, Partition: ev.Partition, Offset: ev.Offset, Note: note})
 	return inst, dedupe(acts)
+}
+
+// complete records that step s completed, if it had not, and reports so
+// with a note on what follows from it.
+func (m *Machine) complete(inst *Instance, s string, acts *[]Action) (note string, done bool) {
+	if slices.Contains(inst.Completed, s) {
+		return "", false
+	}
+	inst.Completed = append(inst.Completed, s)
+	switch {
+	case inst.Status == Compensating:
+		// The step finished while the saga was being undone: undo it too,
+		// before the steps that completed earlier.
+		if _, has := m.command[s]; has {
+			inst.Queue = append([]string{s}, inst.Queue...)
+			return "completed during compensation; queued for compensation", true
+		}
+	case inst.Status.Final():
+		// A late completion after the end (a race with SagaEnded): the
+		// step's effect must still be undone.
+		if _, has := m.command[s]; has && inst.Status != Completed {
+			*acts = append(*acts, Compensate{Step: s, Command: m.command[s], Attempt: 1})
+			return "completed after the saga ended; compensation sent", true
+		}
+	}
+	return "", true
+}
+
+func (m *Machine) completedByOf(step string) string {
+	for e, s := range m.completedBy {
+		if s == step {
+			return e
+		}
+	}
+	return ""
 }
 
 // dedupe drops repeated timer cancellations, which several transitions of
@@ -255,7 +339,7 @@ func (m *Machine) OnTimer(inst *Instance, name string, now time.Time) []Action {
 		}
 		inst.Reason = ReasonTimeout
 		m.record(inst, Entry{Type: "Deadline", Time: now, Offset: -1, Note: "deadline passed"})
-		return dedupe(m.startCompensation(inst, now))
+		return dedupe(m.startCompensation(inst, now, now))
 	case TimerCompensation:
 		p := inst.Pending
 		if inst.Status != Compensating || p == nil {
@@ -278,7 +362,10 @@ func (m *Machine) OnTimer(inst *Instance, name string, now time.Time) []Action {
 	return nil
 }
 
-func (m *Machine) startCompensation(inst *Instance, now time.Time) []Action {
+// startCompensation, next and onAck take two times: at, when the event
+// happened (an instance's end), and now, when the coordinator handles it
+// (timers and the sending of a command).
+func (m *Machine) startCompensation(inst *Instance, at, now time.Time) []Action {
 	inst.Status = Compensating
 	acts := []Action{CancelTimer{Name: TimerDeadline}}
 	inst.Queue = nil
@@ -288,14 +375,14 @@ func (m *Machine) startCompensation(inst *Instance, now time.Time) []Action {
 			inst.Queue = append(inst.Queue, s)
 		}
 	}
-	return append(acts, m.next(inst, now)...)
+	return append(acts, m.next(inst, at, now)...)
 }
 
 // next sends the next queued compensation, or ends the instance.
-func (m *Machine) next(inst *Instance, now time.Time) []Action {
+func (m *Machine) next(inst *Instance, at, now time.Time) []Action {
 	if len(inst.Queue) == 0 {
 		inst.Pending = nil
-		return m.end(inst, Compensated, inst.Reason, now)
+		return m.end(inst, Compensated, inst.Reason, at)
 	}
 	s := inst.Queue[0]
 	inst.Queue = inst.Queue[1:]
@@ -306,7 +393,7 @@ func (m *Machine) next(inst *Instance, now time.Time) []Action {
 	}
 }
 
-func (m *Machine) onAck(inst *Instance, step string, now time.Time, note *string) []Action {
+func (m *Machine) onAck(inst *Instance, step string, at, now time.Time, note *string) []Action {
 	if slices.Contains(inst.Compensated, step) {
 		*note = "duplicate ack"
 		return nil
@@ -318,7 +405,7 @@ func (m *Machine) onAck(inst *Instance, step string, now time.Time, note *string
 	}
 	inst.Compensated = append(inst.Compensated, step)
 	if inst.Status == Compensating && inst.Pending != nil && inst.Pending.Step == step {
-		return append([]Action{CancelTimer{Name: TimerCompensation}}, m.next(inst, now)...)
+		return append([]Action{CancelTimer{Name: TimerCompensation}}, m.next(inst, at, now)...)
 	}
 	// An ack for a compensation sent after the end (late completion), or
 	// one queued behind the pending one: drop it from the queue.

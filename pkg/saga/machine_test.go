@@ -118,3 +118,19 @@ func runScenario(t *testing.T, m *Machine, topo *topology.Topology, in string) s
 	}
 	return out.String()
 }
+
+func TestStarts(t *testing.T) {
+	topo, err := topology.Load("../../topology/orders.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMachine(topo)
+	for typ, want := range map[string]bool{
+		"OrderPlaced": true, "PaymentAuthorized": true, "OutOfStock": true, "ShipmentScheduled": true,
+		"RefundPayment": false, "PaymentRefunded": false, "InventoryReleased": false, "Unknown": false,
+	} {
+		if got := m.Starts(topo.FullName(typ)); got != want {
+			t.Errorf("Starts(%s) = %v, want %v", typ, got, want)
+		}
+	}
+}

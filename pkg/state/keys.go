@@ -14,7 +14,7 @@ import (
 //	i <instance id>                                  instance record (user state, recent ce_ids, ended flag)
 //	n <u16 len><instance id><timer name>             timer index: when the instance's named timer fires
 //	o <topic>                                        next input offset applied from topic (at-least-once dedupe)
-//	q <u16 len><instance id><u64 seq>                parked event (reserved for the DLQ issue)
+//	q <u16 len><instance id><u64 seq>                parking: seq 0 the instance's head (blocked by a dead letter), seq n its parked events (package step, park.go)
 //	t <u64 fire time, unix ns><u16 len><instance id><timer name>   timer, ordered by fire time
 //
 // Every one of these is also written to the changelog, with the state key as
@@ -62,8 +62,10 @@ func InputOffsetKey(topic string) []byte {
 	return append(append(k, KindInputOffset), topic...)
 }
 
-// ParkedKey is the key of an instance's parked event number seq. Reserved:
-// parking arrives with the DLQ issue.
+// ParkedKey is the key of an instance's parked event number seq (seq 0: the
+// instance's parking head). The step runtime parks the events of an instance
+// that has a dead letter, in order, until the dead letter is replayed or
+// discarded.
 func ParkedKey(id string, seq uint64) []byte {
 	k := make([]byte, 0, 1+2+len(id)+8)
 	k = append(k, KindParked)

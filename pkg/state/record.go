@@ -22,9 +22,16 @@ const recordVersion = 1
 type Instance struct {
 	// State is the user's state, encoded by the step; nil when there is none.
 	State []byte
-	// Ended marks an instance whose saga ended: later inputs are dropped.
-	// Reserved for the saga-ended issue.
+	// Ended marks an instance whose saga ended (SagaEnded was consumed):
+	// later forward inputs are dropped; compensation commands still run.
 	Ended bool
+	// Completed marks an instance for which the step emitted its
+	// completed_by event: a compensation command must run the handler.
+	Completed bool
+	// Compensated marks an instance whose compensation ran (or was answered
+	// as a null compensation): a repeated command is acked again with no
+	// effect, and forward inputs are dropped.
+	Compensated bool
 	// Seen holds hashes of recently processed ce_ids, oldest first.
 	Seen []uint64
 }
@@ -32,6 +39,8 @@ type Instance struct {
 const (
 	flagHasState = 1 << iota
 	flagEnded
+	flagCompleted
+	flagCompensated
 )
 
 // IDHash is the hash of an event id that Instance.Seen keeps. 64 bits keep a
@@ -67,6 +76,12 @@ func (in *Instance) Append(b []byte) []byte {
 	if in.Ended {
 		flags |= flagEnded
 	}
+	if in.Completed {
+		flags |= flagCompleted
+	}
+	if in.Compensated {
+		flags |= flagCompensated
+	}
 	b = append(b, recordVersion, flags)
 	b = binary.AppendUvarint(b, uint64(len(in.Seen)))
 	for _, h := range in.Seen {
@@ -99,6 +114,8 @@ func DecodeInstance(b []byte) (Instance, error) {
 		in.State = append(make([]byte, 0, len(rest)), rest...)
 	}
 	in.Ended = flags&flagEnded != 0
+	in.Completed = flags&flagCompleted != 0
+	in.Compensated = flags&flagCompensated != 0
 	return in, nil
 }
 

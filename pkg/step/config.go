@@ -103,6 +103,13 @@ type Config struct {
 	DedupeWindow int
 	// MaxPollRecords bounds the records taken per poll. Default 10,000.
 	MaxPollRecords int
+	// Saga is the saga the step belongs to; nil for none. With it the
+	// runtime consumes the saga's ended topic and keeps the compensation
+	// barrier (see Saga).
+	Saga *Saga
+	// Retry is how a failing record is retried and, past its attempts,
+	// dead-lettered; the zero value is the default policy (see RetryPolicy).
+	Retry RetryPolicy
 
 	// Registerer gets the step's metrics; nil registers them nowhere.
 	Registerer prometheus.Registerer
@@ -145,6 +152,9 @@ func (c *Config) Validate() error {
 	if c.DedupeWindow < 0 || c.MaxPollRecords < 0 {
 		errs = append(errs, errors.New("DedupeWindow and MaxPollRecords must not be negative"))
 	}
+	if err := c.Retry.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -161,5 +171,6 @@ func (c Config) withDefaults() Config {
 	if c.MaxPollRecords == 0 {
 		c.MaxPollRecords = 10_000
 	}
+	c.Retry = c.Retry.withDefaults()
 	return c
 }

@@ -35,7 +35,8 @@ type cycle struct {
 	// abort means the interval must not commit (exactly-once): a record came
 	// for a partition that is not active (it was just revoked).
 	abort bool
-	// failed is the first record that failed; its partition stops.
+	// failed is the first record that failed past its retries under
+	// RetryPolicy.StopPartition; its partition stops.
 	failed *failure
 
 	mu      sync.Mutex // guards what the produce promises set
@@ -50,7 +51,12 @@ type taskCycle struct {
 	// applied is the next offset per topic after this interval, with the
 	// leader epoch of the last record (for at-least-once commits).
 	applied map[string]kgo.EpochOffset
-	failed  bool
+	// failed: the partition stopped at a record in this interval (held for
+	// a retry, see fail); rewind is the first record of each topic it did
+	// not handle.
+	failed bool
+	rewind map[string]kgo.EpochOffset
+	park   parkCycle
 }
 
 type failure struct {
@@ -79,6 +85,7 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		if err := rt.activateRestored(); err != nil {
 			return err
 		}
+		rt.resumeHeld(time.Now())
 		if err := rt.sess.Begin(); err != nil {
 			return fmt.Errorf("begin transaction: %w", err)
 		}
@@ -95,7 +102,7 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		prodErr := errors.Join(c.prodErr, flushErr)
 		c.mu.Unlock()
 		commit := !c.abort && c.failed == nil && prodErr == nil
-		committed, err := rt.sess.End(ectx, kgo.TransactionEndTry(commit))
+		committed, err := rt.sess.End(c.commitContext(ectx), kgo.TransactionEndTry(commit))
 		cancel()
 		if c.work > 0 || !committed {
 			rt.m.commit.Observe(time.Since(start).Seconds())
@@ -122,6 +129,7 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 			if err := c.apply(); err != nil {
 				return err
 			}
+			c.rewindFetch()
 		}
 		if c.failed != nil {
 			rt.stopTask(c.failed.t, c.failed.err)
@@ -143,6 +151,7 @@ func (rt *Runtime) runAtLeastOnce(ctx context.Context) error {
 		if err := rt.activateRestored(); err != nil {
 			return err
 		}
+		rt.resumeHeld(time.Now())
 		// Polling with a cancelled context holds off rebalances (see
 		// kgo.BlockRebalanceOnPoll) until AllowRebalance: the interval owns
 		// its partitions from start to commit, timers included.
@@ -153,6 +162,9 @@ func (rt *Runtime) runAtLeastOnce(ctx context.Context) error {
 			err = c.commitAtLeastOnce()
 		}
 		c.txn.Discard()
+		if err == nil {
+			c.rewindFetch()
+		}
 		rt.cl.AllowRebalance()
 		if err != nil {
 			return err
@@ -275,6 +287,7 @@ func (c *cycle) handle(fs kgo.Fetches) error {
 		tc := c.taskCycle(ftp.Partition)
 		for _, r := range ftp.Records {
 			if tc.failed {
+				c.skip(tc, r)
 				return
 			}
 			if err = c.record(tc, r); err != nil || (eos && (c.abort || c.failed != nil)) {
@@ -286,7 +299,8 @@ func (c *cycle) handle(fs kgo.Fetches) error {
 }
 
 // record handles one record. Only storage errors are returned: a failing
-// record stops its partition (see fail).
+// record is retried in place or dead-lettered (see fail), and an event of an
+// instance blocked by a dead letter is parked (see intercept).
 func (c *cycle) record(tc *taskCycle, r *kgo.Record) error {
 	rt := c.rt
 	t := tc.t
@@ -309,21 +323,25 @@ func (c *cycle) record(tc *taskCycle, r *kgo.Record) error {
 		rt.m.duplicate.Inc()
 		return nil
 	}
+	if consumed, err := c.intercept(tc, r); consumed || err != nil {
+		if err == nil {
+			advance()
+		}
+		return err
+	}
 
 	meta, err := event.FromRecord(r)
 	if err != nil {
-		c.fail(tc, r, "", Permanent(err))
-		return nil
+		return c.fail(tc, r, "", Permanent(err))
 	}
 	id := string(r.Key)
 	if id == "" {
 		id = meta.SagaID
 	}
 	if err := state.ValidID(id); err != nil {
-		c.fail(tc, r, id, Permanent(err))
-		return nil
+		return c.fail(tc, r, id, Permanent(err))
 	}
-	if meta.Type != "" && rt.byName[meta.Type] == nil {
+	if meta.Type != "" && !rt.wants(r.Topic, meta.Type) {
 		rt.m.ignored.Inc()
 		advance()
 		return nil
@@ -337,8 +355,7 @@ func (c *cycle) record(tc *taskCycle, r *kgo.Record) error {
 	var inst state.Instance
 	if ok {
 		if inst, err = state.DecodeInstance(raw); err != nil {
-			c.fail(tc, r, id, Permanent(fmt.Errorf("stored state of the instance: %w", err)))
-			return nil
+			return c.fail(tc, r, id, Permanent(fmt.Errorf("stored state of the instance: %w", err)))
 		}
 	}
 	if inst.HasSeen(meta.ID) {
@@ -346,13 +363,14 @@ func (c *cycle) record(tc *taskCycle, r *kgo.Record) error {
 		advance()
 		return nil
 	}
-
-	name, v, err := rt.cfg.Codec.Decode(c.ctx, r.Value)
-	if err != nil {
-		c.fail(tc, r, id, Permanent(fmt.Errorf("decode: %w", err)))
-		return nil
+	if took, err := c.sagaInput(tc, r, meta, id, key, &inst, advance); took || err != nil {
+		return err
 	}
-	h := rt.byName[name]
+
+	h, name, v, err := rt.decode(c.ctx, meta.Type, r.Value)
+	if err != nil {
+		return c.fail(tc, r, id, decodeFailure(err))
+	}
 	if h == nil {
 		rt.m.ignored.Inc()
 		advance()
@@ -367,10 +385,10 @@ func (c *cycle) record(tc *taskCycle, r *kgo.Record) error {
 		err = cl.err
 	}
 	if err != nil {
-		c.fail(tc, r, id, err)
-		return nil
+		return c.fail(tc, r, id, err)
 	}
 
+	rt.sagaHandled(cl, name)
 	inst.Remember(meta.ID, rt.cfg.DedupeWindow)
 	c.buf = inst.Append(c.buf[:0])
 	if err := c.txn.Set(t.p, key, c.buf); err != nil {
@@ -397,21 +415,6 @@ func invoke(h *handler, c *call, v any) (err error) {
 		}
 	}()
 	return h.call(c, v)
-}
-
-// fail records that r failed: its partition stops at r (r is not skipped).
-// Retries and dead letters arrive with the DLQ issue; until then, the
-// partition waits for a restart (or a rebalance) to try r again.
-func (c *cycle) fail(tc *taskCycle, r *kgo.Record, id string, err error) {
-	tc.failed = true
-	c.rt.m.failed.Inc()
-	re := &RecordError{Step: c.rt.def.group(), Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Instance: id, Attempts: 1, Err: err}
-	c.rt.log.Error().Err(err).Str(logging.FieldSaga, id).Str(logging.FieldTopic, r.Topic).
-		Int32(logging.FieldPartition, r.Partition).Int64(logging.FieldOffset, r.Offset).Bool("permanent", IsPermanent(err)).
-		Msg("record failed; stopping its partition until restart (the record is not skipped)")
-	if c.failed == nil {
-		c.failed = &failure{t: tc.t, err: re}
-	}
 }
 
 // setTimer applies a handler's timer operation: a timer is a key ordered by
@@ -472,15 +475,29 @@ func (c *cycle) fireTimers(now time.Time) error {
 			return err
 		}
 		for _, d := range ds {
-			_, id, name, err := state.ParseTimerKey(d.key)
+			at, id, name, err := state.ParseTimerKey(d.key)
 			if err != nil {
 				return err
+			}
+			// An OnTimer handler fired before it in this pass may have
+			// cancelled or replaced it.
+			if _, ok, err := c.txn.Get(t.p, d.key); err != nil || !ok {
+				if err != nil {
+					return err
+				}
+				continue
 			}
 			if err := c.txn.Delete(t.p, d.key); err != nil {
 				return err
 			}
 			if err := c.txn.Delete(t.p, state.TimerIndexKey(id, name)); err != nil {
 				return err
+			}
+			if took, err := c.timerHook(t.p, id, name, at, d.tm); took || err != nil {
+				if err != nil {
+					return err
+				}
+				continue
 			}
 			m := event.Metadata{
 				ID: d.tm.EventID, Source: rt.source, Type: d.tm.Type, Time: now.UTC(),
@@ -557,6 +574,7 @@ func (c *cycle) apply() error {
 			tc.t.applied[topic] = eo.Offset
 		}
 	}
+	c.applyParking()
 	return nil
 }
 

@@ -48,14 +48,41 @@
 // its ce_id (a bounded window per instance), so state is exact under both
 // guarantees; only at-least-once outputs can repeat, with the same ce_id.
 //
-// A record that fails (an error, a panic, an undecodable value) stops its
-// partition: it is logged with its coordinates, counted, reported by Ready,
-// and never skipped; a restart or rebalance tries it again. Retries and
-// dead letters come with the DLQ issue; IsPermanent and RecordError are
-// their vocabulary already.
+// # When a record fails
+//
+// A handler error is retried in place (Config.Retry, a RetryPolicy): the
+// record's partition stops at it and pauses for the backoff, 100 ms
+// doubling up to 5 s by default, while the other partitions go on and
+// commit; the interval commits the partition's offsets up to the failing
+// record, not past it, so a crash meanwhile loses nothing. A Permanent
+// error, a panic and an undecodable value skip the retries. After the last
+// attempt (5 by default) the record goes to the step's dead-letter topic
+// <app>.<step>.dlq, in the same transaction, with its key, value and
+// headers and the troupe_dlq_* provenance (package dlq), and the partition
+// moves on.
+//
+// Order within an instance survives: once an instance has a dead letter,
+// its later events are parked in the state store (key kind q, in the
+// changelog like all state) while the partition's other instances flow.
+// A replay of the dead letter into the step's retry topic (`troupe dlq
+// replay`), once it runs, or a discard marker (`troupe dlq discard`)
+// releases them, and they run in their original order (park.go says how).
+// A second replay is a duplicate (same ce_id) and changes nothing.
+//
+// # Sagas and raw events
+//
+// With Config.Saga (saga.ForStep builds it from a topology) the runtime
+// keeps a saga's rules for the step: it consumes the saga's ended topic,
+// drops the inputs of ended instances and cancels their timers, and answers
+// compensation commands itself when the handler must not run (a null or a
+// repeated compensation); see Saga. HandleRaw, OnTimer, Context.SetTimer
+// and Context.EmitRaw serve steps that do not know their events' Go types,
+// like the saga coordinator.
 //
 // Metrics (troupe_step_*, labelled app and step): events_total{outcome},
 // handler_seconds, commit_seconds, transaction_aborts_total,
 // restore_records_total, restore_seconds_total, restoring_partitions,
-// timers_fired_total, consumer_lag{topic,partition}.
+// timers_fired_total, consumer_lag{topic,partition}, retries_total,
+// dead_letters_total, parked_events. Each dead letter is one error log line
+// with its saga, topic, partition, offset and error.
 package step

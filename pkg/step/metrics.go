@@ -15,7 +15,8 @@ const (
 	OutcomeProcessed = "processed" // the handler ran and its effects were applied
 	OutcomeDuplicate = "duplicate" // already processed: redelivered offset or known ce_id
 	OutcomeIgnored   = "ignored"   // no handler for its event type
-	OutcomeError     = "error"     // the handler or the decoder failed; the partition stopped
+	OutcomeError     = "error"     // failed past its retries (or permanently): dead-lettered, or its partition stopped
+	OutcomeParked    = "parked"    // its instance waits on a dead letter: kept in the state store until released
 )
 
 // stepMetrics are the step's series. Several steps in one process (troupe
@@ -32,7 +33,10 @@ type stepMetrics struct {
 	lag            *prometheus.GaugeVec
 
 	processed, duplicate, ignored, failed prometheus.Counter
-	app, step                             string
+	// Retries and dead letters (retry.go, park.go).
+	retries, deadLetters, parkedEvents prometheus.Counter
+	parked                             prometheus.Gauge
+	app, step                          string
 }
 
 func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
@@ -42,7 +46,7 @@ func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
 	labels := []string{"app", "step"}
 	events := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "events_total",
-		Help: "Input records by outcome: processed, duplicate (redelivered or a known ce_id), ignored (no handler), error.",
+		Help: "Input records by outcome: processed, duplicate (redelivered or a known ce_id), ignored (no handler), error (dead-lettered), parked (behind a dead letter of its instance).",
 	}, append(labels, "outcome")))
 	handler := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "handler_seconds",
@@ -70,6 +74,18 @@ func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "restoring_partitions",
 		Help: "Partitions being restored; the step is not ready while this is above 0.",
 	}, labels))
+	retries := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "retries_total",
+		Help: "Handler failures retried in place (each retry counts once).",
+	}, labels))
+	deadLetters := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "dead_letters_total",
+		Help: "Records written to the step's dead-letter topic.",
+	}, labels))
+	parked := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "parked_events",
+		Help: "Events parked behind a dead letter of their instance, in the partitions this process holds; they run once the dead letter is replayed or discarded.",
+	}, labels))
 	timers := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "timers_fired_total",
 		Help: "Durable timers fired.",
@@ -89,6 +105,9 @@ func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
 		restoring:      restoring.WithLabelValues(app, step),
 		timers:         timers.WithLabelValues(app, step),
 		lag:            lag,
+		retries:        retries.WithLabelValues(app, step),
+		deadLetters:    deadLetters.WithLabelValues(app, step),
+		parked:         parked.WithLabelValues(app, step),
 		app:            app,
 		step:           step,
 	}
@@ -96,6 +115,7 @@ func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
 	m.duplicate = events.WithLabelValues(app, step, OutcomeDuplicate)
 	m.ignored = events.WithLabelValues(app, step, OutcomeIgnored)
 	m.failed = events.WithLabelValues(app, step, OutcomeError)
+	m.parkedEvents = events.WithLabelValues(app, step, OutcomeParked)
 	return m
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/troupehq/troupe/pkg/kafka"
 	"github.com/troupehq/troupe/pkg/logging"
+	"github.com/troupehq/troupe/pkg/replay"
 	"github.com/troupehq/troupe/pkg/state"
 )
 
@@ -37,6 +38,7 @@ type Runtime struct {
 	// Set up by Run.
 	runCtx   context.Context
 	store    *state.Store
+	storeMu  sync.RWMutex // guards store against readers (read.go) racing Open and Close
 	cl       *kgo.Client
 	sess     *kgo.GroupTransactSession // exactly-once only
 	protocol GroupProtocol
@@ -78,12 +80,16 @@ type task struct {
 	// applied is the next offset to process per topic, as of the last
 	// commit: below it a record is a redelivery. Owned by the loop.
 	applied map[string]int64
+	// retry is the record the task retries in place (retry.go); parking,
+	// the instances blocked by a dead letter (park.go). Owned by the loop.
+	retry   retryState
+	parking parking
 }
 
 // NewRuntime checks the step and the config and prepares to run. It does not
 // touch the network or the disk; Run does.
 func NewRuntime(s Definition, cfg Config) (*Runtime, error) {
-	d := s.definition()
+	d := sagaDefinition(s.definition(), cfg.Saga)
 	errs := []error{d.validate(), cfg.Validate()}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -109,6 +115,7 @@ func NewRuntime(s Definition, cfg Config) (*Runtime, error) {
 		}
 		rt.byName[name] = h
 	}
+	errs = append(errs, rt.checkSaga())
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("step %s: %w", d.group(), err)
 	}
@@ -168,15 +175,22 @@ func (rt *Runtime) Run(ctx context.Context) (err error) {
 	// The store's default durability (a WAL, never synced) is argued in
 	// state.Durability: under exactly-once the store may lag Kafka but never
 	// lead it, so a sync would buy nothing.
-	rt.store, err = state.Open(rt.cfg.StateDir, state.Options{App: rt.def.app, Step: rt.def.name, Logger: rt.log})
+	store, err := state.Open(rt.cfg.StateDir, state.Options{App: rt.def.app, Step: rt.def.name, Logger: rt.log})
 	if err != nil {
 		return fmt.Errorf("step %s: %w", rt.def.group(), err)
 	}
+	rt.storeMu.Lock()
+	rt.store = store
+	rt.storeMu.Unlock()
 	if why := rt.store.Wiped(); why != "" {
 		rt.log.Warn().Str("reason", why).Msg("state store was wiped; every partition restores from the changelog's start")
 	}
 	defer func() {
-		if cerr := rt.store.Close(); cerr != nil && err == nil {
+		rt.storeMu.Lock()
+		cerr := rt.store.Close()
+		rt.store = nil
+		rt.storeMu.Unlock()
+		if cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
@@ -245,7 +259,7 @@ func (rt *Runtime) connect() error {
 		kgo.OnPartitionsAssigned(rt.onAssigned),
 		kgo.OnPartitionsRevoked(rt.onRevoked),
 		kgo.OnPartitionsLost(rt.onRevoked),
-		kgo.RecordPartitioner(partitioner{changelog: rt.def.changelog(), keyed: kgo.StickyKeyPartitioner(nil)}),
+		kgo.RecordPartitioner(partitioner{changelog: rt.def.changelog(), retry: rt.def.retry(), dlq: rt.def.dlq(), keyed: kgo.StickyKeyPartitioner(nil)}),
 		kgo.DisableAutoCommit(),
 	)
 	if rt.cfg.SessionTimeout > 0 {
@@ -385,6 +399,7 @@ func (rt *Runtime) revokeLocked(t *task) {
 	if prev := t.state.Swap(taskRevoked); prev == taskRestoring || prev == taskRestored {
 		rt.m.restoring.Dec()
 	}
+	rt.m.parked.Sub(float64(t.parking.parked.Swap(0)))
 	delete(rt.stopped, t.p)
 	t.cancel()
 }
@@ -450,6 +465,9 @@ func (rt *Runtime) activateRestored() error {
 		})
 		if err != nil {
 			return fmt.Errorf("load applied offsets of partition %d: %w", p, err)
+		}
+		if err := rt.loadParking(t); err != nil {
+			return err
 		}
 		if !t.state.CompareAndSwap(taskRestored, taskActive) {
 			continue
@@ -529,17 +547,23 @@ func (rt *Runtime) stopTask(t *task, err error) {
 }
 
 // partitioner writes changelog records to the partition they name (the
-// partition of the state they mirror) and hashes keys for every other
-// topic, like Kafka's default, so an instance's events share a partition
-// number on every topic.
+// partition of the state they mirror), as it does the events released from
+// the park into the retry topic (the partition of the task that parked
+// them); dead letters to the partition of the failed record when the DLQ
+// has it (replay.KeepPartition); and hashes keys for every other topic,
+// like Kafka's default, so an instance's events share a partition number on
+// every topic.
 type partitioner struct {
-	changelog string
-	keyed     kgo.Partitioner
+	changelog, retry, dlq string
+	keyed                 kgo.Partitioner
 }
 
 func (p partitioner) ForTopic(topic string) kgo.TopicPartitioner {
-	if topic == p.changelog {
+	switch topic {
+	case p.changelog, p.retry:
 		return kgo.ManualPartitioner().ForTopic(topic)
+	case p.dlq:
+		return replay.KeepPartition().ForTopic(topic)
 	}
 	return p.keyed.ForTopic(topic)
 }

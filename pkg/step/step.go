@@ -35,7 +35,11 @@ type definition struct {
 	app, name string
 	inputs    []string
 	handlers  []*handler
-	errs      []error
+	// raw handles event types without a typed handler (HandleRaw); onTimer
+	// runs when a timer set by Context.SetTimer fires (OnTimer).
+	raw     *handler
+	onTimer func(c *call, name string) error
+	errs    []error
 	// state checks that a stored state decodes into S (for rebuild tools).
 	stateType reflect.Type
 }
@@ -135,7 +139,7 @@ func (d *definition) validate() error {
 			errs = append(errs, fmt.Errorf("input %s is one of the step's own topics", in))
 		}
 	}
-	if len(d.handlers) == 0 {
+	if len(d.handlers) == 0 && d.raw == nil {
 		errs = append(errs, errors.New("no handlers (register one with step.Handle)"))
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -385,6 +385,9 @@ func TestDuplicatesAndIgnoredTypes(t *testing.T) {
 	}
 }
 
+// TestFailingRecordStopsItsPartitionOnly runs RetryPolicy.StopPartition:
+// past its retries, a failing record stops its partition instead of being
+// dead-lettered.
 func TestFailingRecordStopsItsPartitionOnly(t *testing.T) {
 	for _, mode := range []string{"error", "panic"} {
 		for _, g := range []Guarantee{ExactlyOnce, AtLeastOnce} {
@@ -407,7 +410,9 @@ func TestFailingRecordStopsItsPartitionOnly(t *testing.T) {
 				})
 				const instances = 8
 				e.produce(0, 200, instances) // tick 13 goes to instance i-005
-				r := start(t, s, e.config(dir, g))
+				cfg := e.config(dir, g)
+				cfg.Retry = RetryPolicy{Attempts: 3, InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, StopPartition: true}
+				r := start(t, s, cfg)
 				var ready bool
 				var why string
 				deadline := time.Now().Add(10 * time.Second)
@@ -440,7 +445,7 @@ func TestFailingRecordStopsItsPartitionOnly(t *testing.T) {
 
 				// Fixed and restarted: the failing record was not skipped.
 				poison = false
-				r = start(t, s, e.config(dir, g))
+				r = start(t, s, cfg)
 				outs = e.counted(200, 10*time.Second)
 				if err := r.stop(); err != nil {
 					t.Fatal(err)

@@ -13,8 +13,9 @@ import (
 )
 
 // prepareTopics checks the inputs (they must exist, with one partition
-// count) and creates the step's retry topic and compacted changelog if they
-// are missing, with that count. It returns the count.
+// count) and creates the step's retry topic, compacted changelog and
+// dead-letter topic if they are missing, with that count. It returns the
+// count.
 func prepareTopics(ctx context.Context, adm *kadm.Client, d *definition) (int32, error) {
 	own := []string{d.retry(), d.changelog()}
 	tds, err := adm.ListTopics(ctx, append(slices.Clone(d.inputs), own...)...)
@@ -73,6 +74,9 @@ func prepareTopics(ctx context.Context, adm *kadm.Client, d *definition) (int32,
 		}
 	}
 	if err := checkCompacted(ctx, adm, d.changelog()); err != nil {
+		return 0, err
+	}
+	if err := createDLQ(ctx, adm, d, n); err != nil {
 		return 0, err
 	}
 	return n, nil

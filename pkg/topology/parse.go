@@ -37,6 +37,13 @@ type rawStep struct {
 	on, emits   []ref
 	completedBy ref
 	comp        *rawComp
+	retry       *rawRetry
+}
+
+// rawRetry is a retry: block; zero fields take the enclosing default.
+type rawRetry struct {
+	attempts                 int
+	initial, maxBack, jitter ref
 }
 
 type rawDoc struct {
@@ -45,8 +52,9 @@ type rawDoc struct {
 	topics                                                  []rawTopic
 	completesOn, failsOn                                    []ref
 	steps                                                   []rawStep
-	retryAttempts, compAttempts                             int
-	retryInitial, retryMax, compTimeout                     ref
+	retry                                                   rawRetry
+	compAttempts                                            int
+	compTimeout                                             ref
 	line                                                    int
 }
 
@@ -181,17 +189,15 @@ func (p *parser) document(doc *yaml.Node) *rawDoc {
 						})
 						s.comp = c
 					},
+					"retry": func(v *yaml.Node) {
+						s.retry = &rawRetry{}
+						p.retryBlock(v, "the retry of a step", s.retry)
+					},
 				})
 				r.steps = append(r.steps, s)
 			})
 		},
-		"retry": func(v *yaml.Node) {
-			p.mapping(v, "retry", map[string]func(*yaml.Node){
-				"attempts":        func(v *yaml.Node) { p.integer(v, &r.retryAttempts) },
-				"initial_backoff": func(v *yaml.Node) { p.str(v, &r.retryInitial) },
-				"max_backoff":     func(v *yaml.Node) { p.str(v, &r.retryMax) },
-			})
-		},
+		"retry": func(v *yaml.Node) { p.retryBlock(v, "retry", &r.retry) },
 		"compensation": func(v *yaml.Node) {
 			p.mapping(v, "compensation", map[string]func(*yaml.Node){
 				"timeout":  func(v *yaml.Node) { p.str(v, &r.compTimeout) },
@@ -200,6 +206,41 @@ func (p *parser) document(doc *yaml.Node) *rawDoc {
 		},
 	})
 	return r
+}
+
+func (p *parser) retryBlock(n *yaml.Node, what string, r *rawRetry) {
+	p.mapping(n, what, map[string]func(*yaml.Node){
+		"attempts":        func(v *yaml.Node) { p.integer(v, &r.attempts) },
+		"initial_backoff": func(v *yaml.Node) { p.str(v, &r.initial) },
+		"max_backoff":     func(v *yaml.Node) { p.str(v, &r.maxBack) },
+		"jitter":          func(v *yaml.Node) { p.str(v, &r.jitter) },
+	})
+}
+
+// retry builds a retry policy from r, what r leaves out taking def's value.
+func (p *parser) retryPolicy(r rawRetry, def Retry, what string) Retry {
+	out := Retry{
+		Attempts:       orDefault(r.attempts, def.Attempts),
+		InitialBackoff: p.duration(r.initial, def.InitialBackoff, what+".initial_backoff"),
+		MaxBackoff:     p.duration(r.maxBack, def.MaxBackoff, what+".max_backoff"),
+		Jitter:         def.Jitter,
+	}
+	if r.jitter.name != "" {
+		j, err := strconv.ParseFloat(r.jitter.name, 64)
+		if err != nil || j < 0 || j > 1 {
+			p.errorf(r.jitter.line, "a fraction of each backoff drawn at random, from 0 (none) to 1; default 0.2", "%s.jitter %q is not a number between 0 and 1", what, r.jitter.name)
+		} else {
+			out.Jitter = j
+		}
+	}
+	if out.InitialBackoff > out.MaxBackoff && (r.initial.name != "" || r.maxBack.name != "") {
+		line := r.initial.line
+		if line == 0 {
+			line = r.maxBack.line
+		}
+		p.errorf(line, "max_backoff caps the doubling backoff, so it must be at least initial_backoff", "%s: initial_backoff %s is longer than max_backoff %s", what, out.InitialBackoff, out.MaxBackoff)
+	}
+	return out
 }
 
 func (p *parser) seq(n *yaml.Node, what string, each func(*yaml.Node)) {
@@ -268,11 +309,7 @@ func (p *parser) build(r *rawDoc) *Topology {
 		p.errorf(r.guarantee.line, "use exactly_once (default) or at_least_once", "unknown guarantee %q", r.guarantee.name)
 	}
 	t.Deadline = p.duration(r.deadline, 0, "deadline")
-	t.Retry = Retry{
-		Attempts:       orDefault(r.retryAttempts, 5),
-		InitialBackoff: p.duration(r.retryInitial, 100*time.Millisecond, "retry.initial_backoff"),
-		MaxBackoff:     p.duration(r.retryMax, 5*time.Second, "retry.max_backoff"),
-	}
+	t.Retry = p.retryPolicy(r.retry, Retry{Attempts: 5, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second, Jitter: 0.2}, "retry")
 	t.Compensate = CompensationPolicy{
 		Timeout:  p.duration(r.compTimeout, 10*time.Second, "compensation.timeout"),
 		Attempts: orDefault(r.compAttempts, 5),
@@ -404,6 +441,10 @@ func (p *parser) build(r *rawDoc) *Topology {
 			if s.CompletedBy == "" {
 				p.errorf(c.line, "add completed_by: the event after which the step has something to undo", "step %q has a compensation but no completed_by", s.Name)
 			}
+		}
+		if rs.retry != nil {
+			rp := p.retryPolicy(*rs.retry, t.Retry, "steps."+s.Name+".retry")
+			s.Retry = &rp
 		}
 		t.Steps = append(t.Steps, s)
 	}

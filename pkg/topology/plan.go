@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -213,5 +214,35 @@ func (p *Plan) Apply(ctx context.Context, cl *kgo.Client) ([]string, error) {
 		}
 		created = append(created, it.Spec.Name)
 	}
-	return created, nil
+	return created, waitVisible(ctx, adm, created)
+}
+
+// waitVisible waits until the brokers' metadata lists every topic: a
+// creation is acknowledged before every broker knows of it, and a step
+// started right after `topics apply` would find its input missing.
+func waitVisible(ctx context.Context, adm *kadm.Client, topics []string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		tds, err := adm.ListTopics(ctx, topics...)
+		missing := 0
+		for _, t := range topics {
+			if td, ok := tds[t]; err != nil || !ok || td.Err != nil || len(td.Partitions) == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d created topic(s) still missing from the brokers' metadata after 30 s: %w", missing, errors.Join(err, ctx.Err()))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

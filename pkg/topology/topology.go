@@ -58,7 +58,10 @@ type Step struct {
 	CompletedBy string   // full name of the event that means the step's forward action is done
 	// Compensation is empty when the step has nothing to undo.
 	Compensation Compensation
-	line         int
+	// Retry is the step's own retry policy (its retry: block, what it leaves
+	// out taken from the topology's); nil means the topology's (RetryFor).
+	Retry *Retry
+	line  int
 }
 
 // Compensation is the command that undoes a step and the event that acknowledges it.
@@ -67,11 +70,24 @@ type Compensation struct {
 	Ack     string // full name
 }
 
-// Retry is the retry policy of a step's handler errors (DESIGN §4).
+// Retry is the retry policy of a step's handler errors (DESIGN §4): the
+// handler runs at most Attempts times for one record, waiting
+// InitialBackoff, doubling up to MaxBackoff, between runs, each wait
+// shortened by a random fraction of up to Jitter; then the record is
+// dead-lettered.
 type Retry struct {
 	Attempts       int
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
+	Jitter         float64
+}
+
+// RetryFor is the retry policy of step name: its own, or the topology's.
+func (t *Topology) RetryFor(name string) Retry {
+	if s, ok := t.Step(name); ok && s.Retry != nil {
+		return *s.Retry
+	}
+	return t.Retry
 }
 
 // CompensationPolicy says how long the coordinator waits for a compensation

@@ -192,3 +192,38 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestRetryPerStep(t *testing.T) {
+	src := `app: shop
+saga: s
+key: id
+trigger: OrderPlaced
+completes_on: [Shipped]
+topics:
+  - {name: orders, events: [OrderPlaced, Shipped]}
+steps:
+  - {name: a, on: [OrderPlaced], emits: [Shipped]}
+  - name: b
+    on: [OrderPlaced]
+    retry: {attempts: 2, jitter: 0}
+retry:
+  attempts: 7
+  max_backoff: 1m
+`
+	topo, err := Parse("retry.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := Retry{Attempts: 7, InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Minute, Jitter: 0.2}
+	if got := topo.RetryFor("a"); got != all {
+		t.Errorf("a: %+v, want the topology's %+v", got, all)
+	}
+	b := all
+	b.Attempts, b.Jitter = 2, 0
+	if got := topo.RetryFor("b"); got != b {
+		t.Errorf("b: %+v, want %+v", got, b)
+	}
+	if def, _ := Parse("x.yaml", []byte(strings.Replace(src, "retry:\n  attempts: 7\n  max_backoff: 1m\n", "", 1))); def.Retry != (Retry{5, 100 * time.Millisecond, 5 * time.Second, 0.2}) {
+		t.Errorf("default retry %+v", def.Retry)
+	}
+}

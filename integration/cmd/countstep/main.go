@@ -2,7 +2,9 @@
 // the Ticks of each instance and answers each with a Counted (at once, or
 // through a durable timer), so that a test can check exactly-once outputs
 // and exact state across kills, restarts and rebalances. It serves its
-// metrics on --http.
+// metrics on --http. --fail-keys makes its handler fail for some instances
+// (a "bug" that a restart without the flag "fixes"), for the recovery
+// tests; --retry-* set its retry policy.
 package main
 
 import (
@@ -52,6 +54,10 @@ func run() error {
 		interval  = flag.Duration("commit-interval", 100*time.Millisecond, "commit interval")
 		httpAddr  = flag.String("http", "127.0.0.1:0", "metrics address")
 		logLevel  = flag.String("log-level", "info", "log level")
+		failKeys  = flag.String("fail-keys", "", "comma-separated instances whose Ticks the handler always fails")
+		attempts  = flag.Int("retry-attempts", 0, "handler runs per record before the dead letter (0: the default)")
+		backoff   = flag.Duration("retry-backoff", 0, "initial retry backoff (0: the default)")
+		maxBack   = flag.Duration("retry-max-backoff", 0, "max retry backoff (0: the default)")
 	)
 	flag.Parse()
 	log, err := logging.New(os.Stderr, *logLevel, logging.FormatJSON)
@@ -67,8 +73,18 @@ func run() error {
 		return err
 	}
 
+	failing := map[string]bool{}
+	for k := range strings.SplitSeq(*failKeys, ",") {
+		if k != "" {
+			failing[k] = true
+		}
+	}
+
 	s := step.New[Count](*app, "count", step.Inputs(*input))
 	step.Handle(s, func(c *step.Context[Count], t events.Tick) error {
+		if failing[c.Key()] {
+			return fmt.Errorf("countstep: instance %s is set to fail (tick %d)", c.Key(), t.Seq)
+		}
 		st, _ := c.State()
 		st.N++
 		c.SetState(st)
@@ -98,6 +114,7 @@ func run() error {
 		CommitInterval: *interval,
 		GroupProtocol:  step.GroupProtocol(*protocol),
 		SessionTimeout: *session,
+		Retry:          step.RetryPolicy{Attempts: *attempts, InitialBackoff: *backoff, MaxBackoff: *maxBack},
 		Registerer:     reg,
 		Logger:         log,
 	})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe/pkg/avro"
+	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/schemas"
 )
 
@@ -113,18 +114,6 @@ type ShipmentFailed struct {
 	Reason  string `avro:"reason" json:"reason"`
 }
 
-// SagaEnded (namespace troupe.saga) is emitted by the saga coordinator when
-// an instance reaches a final status; every step consumes it. It belongs to
-// the platform rather than the example and lives here until the saga
-// package owns it.
-type SagaEnded struct {
-	SagaID  string    `avro:"sagaId" json:"sagaId"`
-	Saga    string    `avro:"saga" json:"saga"`
-	Status  string    `avro:"status" json:"status"`
-	Reason  string    `avro:"reason" json:"reason"`
-	EndedAt time.Time `avro:"endedAt" json:"endedAt"`
-}
-
 // Types maps the Avro full name of every event to a zero value of its Go
 // type.
 func Types() map[string]any {
@@ -140,7 +129,7 @@ func Types() map[string]any {
 		Namespace + ".InventoryReleased": InventoryReleased{},
 		Namespace + ".ShipmentScheduled": ShipmentScheduled{},
 		Namespace + ".ShipmentFailed":    ShipmentFailed{},
-		"troupe.saga.SagaEnded":          SagaEnded{},
+		saga.EndedType:                   saga.Ended{},
 	}
 }
 

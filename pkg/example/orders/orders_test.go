@@ -11,6 +11,7 @@ import (
 
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/example/orders"
+	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/schemas"
 )
 
@@ -34,7 +35,7 @@ var samples = []any{
 	orders.InventoryReleased{OrderID: "o-1", ReservationID: "r-1"},
 	orders.ShipmentScheduled{OrderID: "o-1", TrackingID: "t-1"},
 	orders.ShipmentFailed{OrderID: "o-1", Reason: "country XX"},
-	orders.SagaEnded{SagaID: "o-1", Saga: "order-fulfillment", Status: "COMPENSATED", Reason: "timeout", EndedAt: placedAt},
+	saga.Ended{SagaID: "o-1", Saga: "order-fulfillment", Status: "COMPENSATED", Reason: "timeout", EndedAt: placedAt},
 }
 
 func TestRoundTripEveryEvent(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -47,6 +48,9 @@ type options struct {
 	guarantee  step.Guarantee
 	logger     zerolog.Logger
 	topics     []string
+	saga       *step.Saga
+	registerer prometheus.Registerer
+	retry      *step.RetryPolicy
 }
 
 // Topics creates the topics the step emits to (its inputs are created
@@ -64,6 +68,23 @@ func Guarantee(g step.Guarantee) Option { return func(o *options) { o.guarantee 
 
 // Logger sets the step's logger; default none.
 func Logger(l zerolog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// Saga runs the step as part of a saga (step.Config.Saga): its ended topic
+// and its ack topic are created, and the runtime keeps the saga rules.
+func Saga(sc step.Saga) Option {
+	return func(o *options) {
+		o.saga = &sc
+		o.topics = append(o.topics, sc.EndedTopic)
+		if sc.AckTopic != "" {
+			o.topics = append(o.topics, sc.AckTopic)
+		}
+	}
+}
+
+// Registerer registers the step's metrics with reg; default nowhere.
+func Registerer(reg prometheus.Registerer) Option {
+	return func(o *options) { o.registerer = reg }
+}
 
 // Driver is a step running on an in-process cluster.
 type Driver struct {
@@ -126,6 +147,9 @@ func (d *Driver) run() error {
 		Guarantee:      d.opts.guarantee,
 		CommitInterval: 10 * time.Millisecond,
 		Logger:         d.opts.logger,
+		Saga:           d.opts.saga,
+		Registerer:     d.opts.registerer,
+		Retry:          d.opts.retryPolicy(),
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,106 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/troupehq/troupe/pkg/api"
+	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/saga"
+	"github.com/troupehq/troupe/pkg/step"
+	"github.com/troupehq/troupe/pkg/topology"
+)
+
+// NewCoordinator builds the runtime of topology t's saga coordinator, its
+// store (the saga API's Reader for this process) and registers its
+// readiness and its troupe_saga_instances gauge on the env. The env's serde
+// learns SagaEnded.
+func (e *Env) NewCoordinator(t *topology.Topology, o StepOptions) (*step.Runtime, *saga.Store, error) {
+	if err := saga.Register(e.Serde); err != nil {
+		return nil, nil, err
+	}
+	c := saga.NewCoordinator(t, e.Serde, e.Metrics)
+	rt, err := step.NewRuntime(c.Step(), step.Config{
+		Kafka:      e.Kafka,
+		Codec:      e.Serde,
+		StateDir:   o.StateDir,
+		Guarantee:  o.Guarantee,
+		Registerer: e.Metrics,
+		Logger:     e.Log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	e.Server.AddReadiness("coordinator "+t.Saga, rt.Ready)
+	store := saga.NewStore(rt, t)
+	if err := e.Metrics.Register(store.Collector()); err != nil {
+		return nil, nil, fmt.Errorf("register saga metrics: %w", err)
+	}
+	return rt, store, nil
+}
+
+// runCoordinator is `run --coordinator`: the coordinator, and the saga API
+// on --http, merged with its peers' (saga.Cluster).
+func runCoordinator(ctx context.Context, app App, g *Globals, o RunOptions, t *topology.Topology) error {
+	gu, err := GuaranteeOf(t, o.Guarantee)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	dir := o.StateDir
+	if dir == "" {
+		dir = filepath.Join(".troupe", "state", t.App+"."+saga.StepName(t))
+	}
+	ln, err := api.Listen(o.HTTP, "--http")
+	if err != nil {
+		return err
+	}
+	self := o.Advertise
+	if self == "" {
+		self = advertised(ln.Addr())
+	}
+	log := g.Log.With().Str("app", t.App).Str("saga", t.Saga).Logger()
+	kcfg := g.KafkaConfig()
+	// Peers find this process's API in the group's description.
+	kcfg.ClientID = saga.ClientID(self)
+	env, err := NewEnv(app, kcfg, g.Registry, app.Version, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	rt, store, err := env.NewCoordinator(t, StepOptions{StateDir: dir, Guarantee: gu})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	admin, err := kafka.NewClient(ctx, kcfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer admin.Close()
+	cluster := saga.NewCluster(store, self, t.CoordinatorGroup(), kadm.NewClient(admin))
+	saga.Mount(env.Server, cluster, cluster)
+	log.Info().Str("http", "http://"+ln.Addr().String()).Str("advertise", self).Str("state_dir", dir).
+		Stringer("guarantee", gu).Strs("brokers", env.Kafka.Brokers).Msg("starting saga coordinator")
+	return serve(ctx, ln, env, rt.Run)
+}
+
+// advertised is the base URL of a listener for peers: its address, with
+// the host name in place of an unspecified IP.
+func advertised(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}

@@ -1,0 +1,181 @@
+package step
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/troupehq/troupe/pkg/event"
+	"github.com/troupehq/troupe/pkg/logging"
+	"github.com/troupehq/troupe/pkg/state"
+)
+
+// This file holds what a step needs when it does not know its events' Go
+// types, as the saga coordinator does (it sees every event of its saga and
+// needs only their types): a raw handler, timers that call back instead of
+// emitting a stored event, and emitting values encoded elsewhere.
+
+// rawEvent is what the raw handler gets in place of a decoded event.
+type rawEvent struct {
+	typ   string
+	value []byte
+}
+
+// HandleRaw registers h for the records whose event type has no typed
+// handler (Handle). h gets the type, read from the ce_type header, and the
+// value as it is on the wire, undecoded. A record without a ce_type header
+// is decoded to learn its type; if the codec does not know it, it fails like
+// any undecodable record. A second HandleRaw is an error that Run reports.
+//
+// With a raw handler no record is skipped as "ignored": h decides what to do
+// with types it does not care about.
+func HandleRaw[S any](s *Step[S], h func(c *Context[S], typ string, value []byte) error) {
+	if s.def.raw != nil {
+		s.def.errs = append(s.def.errs, fmt.Errorf("two raw handlers"))
+		return
+	}
+	s.def.raw = &handler{call: func(c *call, v any) error {
+		ev := v.(rawEvent)
+		return h(&Context[S]{c: c}, ev.typ, ev.value)
+	}}
+}
+
+// OnTimer registers h to run when a timer set with Context.SetTimer fires.
+// h gets a Context for the timer's instance (its state, Emit, timers), and
+// the timer's name; like a handler, its effects apply only if it returns
+// nil. If h fails, the timer fires again a second later. Timers set with
+// After and At emit their event and do not call h.
+func OnTimer[S any](s *Step[S], h func(c *Context[S], name string) error) {
+	if s.def.onTimer != nil {
+		s.def.errs = append(s.def.errs, fmt.Errorf("two OnTimer handlers"))
+		return
+	}
+	s.def.onTimer = func(c *call, name string) error { return h(&Context[S]{c: c}, name) }
+}
+
+// SetTimer sets the instance's timer name to fire at t and call the step's
+// OnTimer handler then. Setting a timer that is already set replaces it;
+// Cancel cancels it. Like every timer it is state: it survives restarts and
+// moves with its partition.
+func (c *Context[S]) SetTimer(name string, at time.Time) {
+	m := c.c.derivedMeta("", "")
+	c.c.derived++
+	c.c.timers = append(c.c.timers, timerOp{name: name, at: at, timer: state.Timer{
+		EventID: deriveID(c.c.seed(), c.c.rt.source, name, c.c.derived, c.c.eventTime()),
+		SagaID:  m.SagaID, CorrelationID: m.CorrelationID, CausationID: m.CausationID, TraceParent: m.TraceParent,
+	}})
+}
+
+// EmitRaw produces value, an event of type typ (its full name, the ce_type)
+// already encoded for topic, keyed by the instance id, with headers derived
+// from the event being handled as Emit does.
+func (c *Context[S]) EmitRaw(topic, typ string, value []byte) {
+	m := c.c.derivedMeta(typ, "")
+	c.c.emits = append(c.c.emits, &kgo.Record{Topic: topic, Key: []byte(c.c.id), Value: value, Headers: m.Headers()})
+}
+
+// Topic is the topic of the record being handled; empty in an OnTimer
+// handler.
+func (c *Context[S]) Topic() string { return c.c.rec.Topic }
+
+// Partition is the partition of the record being handled (or of the
+// timer's instance).
+func (c *Context[S]) Partition() int32 { return c.c.rec.Partition }
+
+// Offset is the offset of the record being handled; -1 in an OnTimer
+// handler.
+func (c *Context[S]) Offset() int64 { return c.c.rec.Offset }
+
+// Time is when the event being handled happened: its ce_time, else its
+// record's timestamp. In an OnTimer handler it is the time the timer was set
+// to fire.
+func (c *Context[S]) Time() time.Time { return c.c.eventTime() }
+
+// wants reports whether a record of type typ on topic goes further than the
+// "ignored" count: to a typed or raw handler, or to the saga rules.
+func (rt *Runtime) wants(topic, typ string) bool {
+	return rt.byName[typ] != nil || rt.def.raw != nil || (rt.cfg.Saga != nil && topic == rt.cfg.Saga.EndedTopic)
+}
+
+// decode finds the handler of a record and what to pass it: the decoded
+// event for a typed handler, the raw value for the raw handler. typ is the
+// ce_type header. A nil handler means the record is ignored.
+func (rt *Runtime) decode(ctx context.Context, typ string, value []byte) (h *handler, name string, v any, err error) {
+	if typ != "" && rt.byName[typ] == nil {
+		if rt.def.raw == nil {
+			return nil, typ, nil, nil
+		}
+		return rt.def.raw, typ, rawEvent{typ: typ, value: value}, nil
+	}
+	name, v, err = rt.cfg.Codec.Decode(ctx, value)
+	if err != nil {
+		return nil, name, nil, err
+	}
+	if h = rt.byName[name]; h == nil && rt.def.raw != nil {
+		return rt.def.raw, name, rawEvent{typ: name, value: value}, nil
+	}
+	return h, name, v, nil
+}
+
+// fireCallback runs the OnTimer handler for a due timer that has no event
+// (set by SetTimer), in the interval's transaction. The timer's keys are
+// already deleted; a failed handler re-arms it a second later.
+func (c *cycle) fireCallback(p int32, id, name string, at time.Time, tm state.Timer) error {
+	rt := c.rt
+	log := rt.log.With().Str(logging.FieldSaga, id).Int32(logging.FieldPartition, p).Str("timer", name).Logger()
+	if rt.def.onTimer == nil {
+		log.Warn().Msg("timer set with SetTimer fired, but the step has no OnTimer handler; dropped")
+		return nil
+	}
+	key := state.InstanceKey(id)
+	raw, ok, err := c.txn.Get(p, key)
+	if err != nil {
+		return err
+	}
+	var inst state.Instance
+	if ok {
+		if inst, err = state.DecodeInstance(raw); err != nil {
+			log.Error().Err(err).Msg("stored state of the timer's instance is unreadable; timer dropped")
+			return nil
+		}
+	}
+	meta := event.Metadata{
+		ID: tm.EventID, Source: rt.source, Time: at, SagaID: tm.SagaID,
+		CausationID: tm.CausationID, CorrelationID: tm.CorrelationID, TraceParent: tm.TraceParent,
+	}
+	cl := &call{ctx: c.ctx, rt: rt, rec: &kgo.Record{Partition: p, Offset: -1, Key: []byte(id), Timestamp: at}, meta: meta, id: id, inst: &inst}
+	start := time.Now()
+	err = invoke(&handler{call: func(cl *call, _ any) error { return rt.def.onTimer(cl, name) }}, cl, nil)
+	rt.m.handler.Observe(time.Since(start).Seconds())
+	if err == nil {
+		err = cl.err
+	}
+	rt.m.timers.Inc()
+	c.work++
+	if err != nil {
+		log.Error().Err(err).Msg("OnTimer handler failed; the timer fires again in 1 s")
+		return c.setTimer(p, id, timerOp{name: name, at: time.Now().Add(time.Second), timer: tm})
+	}
+	return c.applyCall(p, key, &inst, cl, "")
+}
+
+// applyCall writes what a successful call did: the instance (remembering
+// eventID, if any, as processed), its timer operations, and its emits.
+func (c *cycle) applyCall(p int32, key []byte, inst *state.Instance, cl *call, eventID string) error {
+	inst.Remember(eventID, c.rt.cfg.DedupeWindow)
+	c.buf = inst.Append(c.buf[:0])
+	if err := c.txn.Set(p, key, c.buf); err != nil {
+		return err
+	}
+	for _, op := range cl.timers {
+		if err := c.setTimer(p, cl.id, op); err != nil {
+			return err
+		}
+	}
+	for _, out := range cl.emits {
+		c.rt.cl.Produce(c.pctx, out, c.promise)
+	}
+	return nil
+}

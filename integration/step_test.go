@@ -515,7 +515,11 @@ func TestStepRebalanceRestores(t *testing.T) {
 	// Kill one while it is busy; the others take its partitions and must
 	// restore them from the changelog.
 	ps[2].waitMetric(t, "troupe_step_events_total", float64(n/20), time.Minute)
-	time.Sleep(500 * time.Millisecond) // a few commits
+	// Let it commit a few intervals after that (however slow the machine
+	// is), so that its partitions have committed changelog records to
+	// restore.
+	commits := ps[2].metric("troupe_step_commit_seconds_count")
+	ps[2].waitMetric(t, "troupe_step_commit_seconds_count", commits+5, time.Minute)
 	ps[2].kill()
 	if err := e.produce(t.Context(), n/2, n, 0); err != nil {
 		t.Fatal(err)

@@ -244,7 +244,10 @@ func TestSagaFailurePoints(t *testing.T) {
 	got := e.waitEnded(coord.http, want, 90*time.Second)
 	chains := e.chains(ctx, 20*time.Second, func(c map[string][]string) bool {
 		for id, o := range want {
-			if count(c[id], "PaymentRefunded")+count(c[id], "InventoryReleased") < len(wantOf[o].commands) {
+			// Acks and commands live on different topics, fetched
+			// independently: wait for both.
+			if count(c[id], "PaymentRefunded")+count(c[id], "InventoryReleased") < len(wantOf[o].commands) ||
+				count(c[id], "RefundPayment")+count(c[id], "ReleaseInventory") < len(wantOf[o].commands) {
 				return false
 			}
 		}
@@ -429,8 +432,10 @@ func TestSagaCoordinatorKilledMidCompensation(t *testing.T) {
 	got := e.waitEnded(coord.http, want, 90*time.Second)
 	chains := e.chains(ctx, 30*time.Second, func(c map[string][]string) bool {
 		for id := range want {
-			if count(c[id], "PaymentRefunded") < 1 {
-				return false
+			for _, typ := range []string{"ReleaseInventory", "InventoryReleased", "RefundPayment", "PaymentRefunded"} {
+				if count(c[id], typ) < 1 { // topics are fetched independently: wait for each
+					return false
+				}
 			}
 		}
 		return true

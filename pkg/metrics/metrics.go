@@ -5,6 +5,7 @@
 package metrics
 
 import (
+	"errors"
 	"runtime"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,4 +31,24 @@ func NewRegistry(version string) *prometheus.Registry {
 	info.WithLabelValues(version, runtime.Version()).Set(1)
 	r.MustRegister(info)
 	return r
+}
+
+// Register registers c on reg and returns it, or returns the collector
+// already registered under the same description (another step or
+// coordinator in the same process shares it). A clash with a foreign
+// collector of the same name keeps c unregistered rather than failing the
+// caller over metrics. A nil reg registers nothing.
+func Register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if reg == nil {
+		return c
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
 }

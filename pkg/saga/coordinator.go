@@ -198,8 +198,8 @@ func newCoordMetrics(reg prometheus.Registerer, t *topology.Topology) *coordMetr
 		}, []string{"app", "saga", "step", "outcome"}),
 	}
 	if reg != nil {
-		m.duration = registerOr(reg, m.duration)
-		m.comps = registerOr(reg, m.comps)
+		m.duration = metrics.Register(reg, m.duration)
+		m.comps = metrics.Register(reg, m.comps)
 		// Every series from the start, so that rates work from zero.
 		for _, s := range t.Steps {
 			if s.Compensation.Command == "" {
@@ -213,16 +213,3 @@ func newCoordMetrics(reg prometheus.Registerer, t *topology.Topology) *coordMetr
 	return m
 }
 
-// registerOr registers c, or returns the collector already registered under
-// the same description (a second coordinator in one process).
-func registerOr[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
-}

@@ -21,19 +21,7 @@ func (s *Store) ScanRange(p int32, lower, upper []byte, fn func(key, value []byt
 	if err != nil {
 		return fmt.Errorf("state scan partition %d: %w", p, err)
 	}
-	for valid := it.First(); valid; valid = it.Next() {
-		v, err := it.ValueAndErr()
-		if err != nil {
-			_ = it.Close()
-			return fmt.Errorf("state scan partition %d: %w", p, err)
-		}
-		more, err := fn(stateKey(it.Key()), v)
-		if err != nil || !more {
-			_ = it.Close()
-			return err
-		}
-	}
-	return it.Close()
+	return scanIter(it, p, fn)
 }
 
 // PrefixEnd returns the smallest key greater than every key that starts with

@@ -78,6 +78,12 @@ func (t *Txn) Scan(p int32, lower, upper []byte, fn func(key, value []byte) (boo
 	if err != nil {
 		return fmt.Errorf("state scan partition %d: %w", p, err)
 	}
+	return scanIter(it, p, fn)
+}
+
+// scanIter calls fn for every entry of it, with the state key, until fn
+// returns false or an error, and closes it.
+func scanIter(it *pebble.Iterator, p int32, fn func(key, value []byte) (bool, error)) error {
 	for valid := it.First(); valid; valid = it.Next() {
 		v, err := it.ValueAndErr()
 		if err != nil {

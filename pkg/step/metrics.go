@@ -1,7 +1,6 @@
 package step
 
 import (
-	"errors"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,53 +43,53 @@ func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
 		reg = prometheus.NewRegistry() // a private sink
 	}
 	labels := []string{"app", "step"}
-	events := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	events := metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "events_total",
 		Help: "Input records by outcome: processed, duplicate (redelivered or a known ce_id), ignored (no handler), error (dead-lettered), parked (behind a dead letter of its instance).",
 	}, append(labels, "outcome")))
-	handler := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	handler := metrics.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "handler_seconds",
 		Help:    "Time in the user's handler per event.",
 		Buckets: []float64{1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 5e-2, 0.25, 1, 5},
 	}, labels))
-	commit := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	commit := metrics.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "commit_seconds",
 		Help:    "Time to commit one interval: end the transaction (exactly-once) or flush and commit offsets (at-least-once).",
 		Buckets: []float64{1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 10},
 	}, labels))
-	aborts := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	aborts := metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "transaction_aborts_total",
 		Help: "Transactions aborted (rebalance, failed record, produce error); their input is processed again.",
 	}, labels))
-	restoreRecords := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	restoreRecords := metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "restore_records_total",
 		Help: "Changelog records restored into the local state store.",
 	}, labels))
-	restoreSeconds := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	restoreSeconds := metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "restore_seconds_total",
 		Help: "Time spent restoring partitions from the changelog.",
 	}, labels))
-	restoring := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	restoring := metrics.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "restoring_partitions",
 		Help: "Partitions being restored; the step is not ready while this is above 0.",
 	}, labels))
-	retries := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	retries := metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "retries_total",
 		Help: "Handler failures retried in place (each retry counts once).",
 	}, labels))
-	deadLetters := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	deadLetters := metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "dead_letters_total",
 		Help: "Records written to the step's dead-letter topic.",
 	}, labels))
-	parked := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	parked := metrics.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "parked_events",
 		Help: "Events parked behind a dead letter of their instance, in the partitions this process holds; they run once the dead letter is replayed or discarded.",
 	}, labels))
-	timers := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	timers := metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "timers_fired_total",
 		Help: "Durable timers fired.",
 	}, labels))
-	lag := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	lag := metrics.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "consumer_lag",
 		Help: "Records behind the end (last stable offset) of each input partition, as of the last fetch.",
 	}, append(labels, "topic", "partition")))
@@ -127,18 +126,3 @@ func (m *stepMetrics) dropLag(topic string, p int32) {
 	m.lag.DeleteLabelValues(m.app, m.step, topic, strconv.Itoa(int(p)))
 }
 
-// register registers c, or returns the collector already registered under
-// the same description (another step in this process).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		// A clash with a foreign collector of the same name: keep ours
-		// unregistered rather than fail the step over metrics.
-	}
-	return c
-}

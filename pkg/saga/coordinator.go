@@ -212,4 +212,3 @@ func newCoordMetrics(reg prometheus.Registerer, t *topology.Topology) *coordMetr
 	}
 	return m
 }
-

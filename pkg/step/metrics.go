@@ -125,4 +125,3 @@ func (m *stepMetrics) setLag(topic string, p int32, lag int64) {
 func (m *stepMetrics) dropLag(topic string, p int32) {
 	m.lag.DeleteLabelValues(m.app, m.step, topic, strconv.Itoa(int(p)))
 }
-

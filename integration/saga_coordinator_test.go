@@ -44,6 +44,8 @@ var wantOf = map[orders.Outcome]sagaWant{
 	orders.OutcomeOutOfStock: {saga.Compensated, "OutOfStock", []string{"payment"}, []string{"RefundPayment"}},
 	orders.OutcomeShipFailed: {saga.Compensated, "ShipmentFailed", []string{"inventory", "payment"}, []string{"ReleaseInventory", "RefundPayment"}},
 	orders.OutcomeTimedOut:   {saga.Compensated, "timeout", []string{"payment"}, []string{"RefundPayment"}},
+	// An ERR- sku: a dead letter at inventory, then the deadline.
+	orders.OutcomeDeadLettered: {saga.Compensated, "timeout", []string{"payment"}, []string{"RefundPayment"}},
 }
 
 var commandTypes = []string{"RefundPayment", "ReleaseInventory"}
@@ -582,5 +584,90 @@ func TestSagaManyWithThreeCoordinators(t *testing.T) {
 	}
 	if redirects != 2 {
 		t.Errorf("%d of 3 coordinators redirected, want 2 (one serves the instance)", redirects)
+	}
+}
+
+// An order the inventory handler always fails (an ERR- sku): after the
+// retry policy's attempts its PaymentAuthorized is a dead letter, which the
+// coordinator shows in the instance (deadLetters, history, with its place in
+// the DLQ) while the saga times out and refunds the payment. A replay fails
+// again, a new dead letter; `troupe dlq discard` of that one settles it and
+// releases the events the inventory step parked behind it (SagaEnded).
+func TestSagaDeadLetterInHistory(t *testing.T) {
+	e := newSagaEnv(t, "5s")
+	for _, s := range []string{"payment", "inventory", "shipping"} {
+		e.startStep(s, "1")
+	}
+	inventory := e.procs[1]
+	coord := e.startStep("coordinator", "1")
+	e.ready(e.procs...)
+	ctx := context.Background()
+
+	want := map[string]orders.Outcome{"dl-err": orders.OutcomeDeadLettered, "dl-ok": orders.OutcomeCompleted}
+	e.placeOrders(ctx, want)
+	got := e.waitEnded(coord.http, want, 60*time.Second)
+	chains := e.chains(ctx, 20*time.Second, func(c map[string][]string) bool {
+		return slices.Contains(c["dl-err"], "RefundPayment") && slices.Contains(c["dl-err"], "PaymentRefunded")
+	})
+	checkEnds(t, want, got, chains)
+
+	// The coordinator reads the DLQ and the business topics independently:
+	// the dead letter may come after the saga's end.
+	var inst saga.Instance
+	eventually(t, 30*time.Second, "the coordinator records the dead letter", func() (bool, string) {
+		apiGet(t, coord.http, "/api/sagas/dl-err", &inst)
+		return len(inst.DeadLetters) == 1, fmt.Sprintf("deadLetters %+v (inventory: %v retries, %v dead letters)\nhistory %+v", inst.DeadLetters,
+			metric(t, inventory.http, "troupe_step_retries_total"), metric(t, inventory.http, "troupe_step_dead_letters_total"), inst.History)
+	})
+	first := inst.DeadLetters[0]
+	if first.Step != "inventory" || first.Event != "PaymentAuthorized" || first.Attempts != 5 || !strings.Contains(first.Error, "warehouse system unavailable") {
+		t.Errorf("dl-err: dead letter %+v; want PaymentAuthorized at inventory after 5 attempts", first)
+	}
+	if !slices.ContainsFunc(inst.History, func(h saga.Entry) bool { return h.Type == saga.EntryDeadLetter && h.Offset == first.Offset }) {
+		t.Errorf("dl-err: no DeadLetter entry at offset %d in the history %+v", first.Offset, inst.History)
+	}
+	eventually(t, 10*time.Second, "inventory parks the SagaEnded of dl-err", func() (bool, string) {
+		n := metric(t, inventory.http, "troupe_step_parked_events")
+		return n >= 1, fmt.Sprint(n)
+	})
+
+	at := []string{"--topology", e.file, "--step", "inventory", "--partition", strconv.Itoa(int(first.Partition))}
+	out, err := runTroupe(t, ctx, append([]string{"dlq", "replay", "--offset", strconv.FormatInt(first.Offset, 10)}, at...)...)
+	if err != nil {
+		t.Fatalf("troupe dlq replay: %v\n%s", err, out)
+	}
+	var second saga.DeadLetter
+	eventually(t, 30*time.Second, "the replay fails again: a second dead letter", func() (bool, string) {
+		var inst saga.Instance
+		apiGet(t, coord.http, "/api/sagas/dl-err", &inst)
+		if len(inst.DeadLetters) != 1 || inst.DeadLetters[0].Offset == first.Offset {
+			return false, fmt.Sprintf("deadLetters %+v", inst.DeadLetters)
+		}
+		second = inst.DeadLetters[0]
+		return true, ""
+	})
+
+	out, err = runTroupe(t, ctx, append([]string{"dlq", "discard", "--offset", strconv.FormatInt(second.Offset, 10)}, at...)...)
+	if err != nil {
+		t.Fatalf("troupe dlq discard: %v\n%s", err, out)
+	}
+	eventually(t, 30*time.Second, "the discard settles the dead letter", func() (bool, string) {
+		var inst saga.Instance
+		apiGet(t, coord.http, "/api/sagas/dl-err", &inst)
+		var kinds []string
+		for _, h := range inst.History {
+			if strings.HasPrefix(h.Type, saga.EntryDeadLetter) {
+				kinds = append(kinds, h.Type)
+			}
+		}
+		ok := len(inst.DeadLetters) == 0 && slices.Equal(kinds, []string{saga.EntryDeadLetter, saga.EntryReplayed, saga.EntryDeadLetter, saga.EntryDiscarded})
+		return ok, fmt.Sprintf("deadLetters %+v, dead-letter history %v", inst.DeadLetters, kinds)
+	})
+	eventually(t, 20*time.Second, "inventory released what it parked", func() (bool, string) {
+		n := metric(t, inventory.http, "troupe_step_parked_events")
+		return n == 0, fmt.Sprint(n)
+	})
+	if c := e.chains(ctx, 5*time.Second, func(map[string][]string) bool { return false }); slices.Contains(c["dl-err"], "InventoryReserved") {
+		t.Errorf("dl-err: %v; the discarded event must not run", c["dl-err"])
 	}
 }

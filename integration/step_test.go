@@ -403,15 +403,20 @@ func (p *countProc) metric(name string) float64 {
 // waitCommitted waits until what the process has handled so far is
 // committed: a commit ended after this call, or the process has been idle
 // for a second (an idle step commits its pending work at the next interval).
+// Aborted transactions (a rebalance) do not count: commit_seconds observes
+// them too.
 func (p *countProc) waitCommitted(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	commits := p.metric("troupe_step_commit_seconds_count")
+	committed := func() float64 {
+		return p.metric("troupe_step_commit_seconds_count") - p.metric("troupe_step_transaction_aborts_total")
+	}
+	commits := committed()
 	events := p.metric("troupe_step_events_total")
 	idleSince := time.Now()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
-		c, e := p.metric("troupe_step_commit_seconds_count"), p.metric("troupe_step_events_total")
+		c, e := committed(), p.metric("troupe_step_events_total")
 		if c > commits {
 			return
 		}

@@ -39,6 +39,10 @@ const (
 	// ce_type of the discarded event, when it had them.
 	HeaderDiscardEventID   = "troupe_discard_event_id"
 	HeaderDiscardEventType = "troupe_discard_event_type"
+	// HeaderUnparked marks an event the step parked behind a dead letter
+	// and wrote back to its retry topic when the instance was released; its
+	// value is the event's place in the park.
+	HeaderUnparked = "troupe_unparked"
 )
 
 // MaxErrorBytes bounds the troupe_dlq_error header: a panic's stack or a
@@ -241,6 +245,20 @@ func ReplayedFrom(rec *kgo.Record) (Coordinates, bool) {
 		return Coordinates{}, false
 	}
 	return Coordinates{Topic: t, Partition: int32(pn), Offset: on}, true
+}
+
+// Settles reports whether rec, a record of a retry topic, replays or
+// discards a dead letter, and which: from is its place in the DLQ. Events
+// coming back from the park settle nothing, even when they are replays.
+func Settles(rec *kgo.Record) (from Coordinates, discard, ok bool) {
+	if _, unparked := event.Header(rec, HeaderUnparked); unparked {
+		return Coordinates{}, false, false
+	}
+	if from, ok = ReplayedFrom(rec); !ok {
+		return Coordinates{}, false, false
+	}
+	_, discard = ParseDiscard(rec)
+	return from, discard, true
 }
 
 func appendFrom(h []kgo.RecordHeader, c Coordinates) []kgo.RecordHeader {

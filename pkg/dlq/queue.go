@@ -353,12 +353,12 @@ func (q *Queue) Outcomes(ctx context.Context) (map[Coordinates]Outcome, error) {
 		return nil, err
 	}
 	err = replay.Scan(ctx, q.cfg, q.RetryTopic, spans, func(r *kgo.Record) error {
-		from, ok := ReplayedFrom(r)
+		from, discard, ok := Settles(r)
 		if !ok || from.Topic != q.Topic {
 			return nil
 		}
 		o := out[from]
-		if _, discard := ParseDiscard(r); discard {
+		if discard {
 			o.Discarded = true
 		} else {
 			o.Replays++

@@ -9,8 +9,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/troupehq/troupe/pkg/avro"
+	"github.com/troupehq/troupe/pkg/dlq"
+	"github.com/troupehq/troupe/pkg/logging"
 	"github.com/troupehq/troupe/pkg/metrics"
 	"github.com/troupehq/troupe/pkg/step"
 	"github.com/troupehq/troupe/pkg/topology"
@@ -29,7 +32,9 @@ type Encoder interface {
 // <app>.saga.<saga>.changelog). It feeds the events and its durable timers
 // (deadline, compensation timeout) to a Machine and carries out the
 // actions in the same transaction: compensation commands to the command's
-// topic, SagaEnded to the saga's ended topic.
+// topic, SagaEnded to the saga's ended topic. It watches every step's DLQ
+// and retry topic too (Machine.OnRecovery), so those must exist (troupe
+// topics apply creates them).
 //
 // Run its Step with step.NewRuntime, without Config.Saga; the codec must
 // know Ended (Register) and be an Encoder (an *avro.Serde is both). Read
@@ -42,6 +47,8 @@ type Coordinator struct {
 	met   *coordMetrics
 	cmds  map[string]bool
 	plain sync.Map // command type → true: its schema has no "reason" field
+	// watched maps each step's DLQ and retry topic to the step.
+	watched map[string]string
 }
 
 // StepName is the coordinator's step name under the app, saga.<saga>: its
@@ -64,6 +71,15 @@ func NewCoordinator(t *topology.Topology, enc Encoder, reg prometheus.Registerer
 	c.def = step.New[Instance](t.App, StepName(t), step.Inputs(topics...))
 	step.HandleRaw(c.def, func(sc *step.Context[Instance], typ string, _ []byte) error { return c.onEvent(sc, typ) })
 	step.OnTimer(c.def, c.onTimer)
+	c.watched = map[string]string{}
+	var side []string
+	for _, s := range t.Steps {
+		for _, tp := range []string{t.DLQ(s.Name), t.RetryTopic(s.Name)} {
+			c.watched[tp] = s.Name
+			side = append(side, tp)
+		}
+	}
+	step.Watch(c.def, c.onRecovery, side...)
 	return c
 }
 
@@ -114,6 +130,44 @@ func (c *Coordinator) onTimer(sc *step.Context[Instance], name string) error {
 	acts := c.m.OnTimer(&inst, name, time.Now())
 	sc.SetState(inst)
 	return c.carry(sc, &inst, before, acts)
+}
+
+// onRecovery records a record of a step's DLQ or retry topic in its
+// instance's history: a dead letter, or its replay or discard. Records of
+// instances the coordinator has not seen start nothing, and malformed dead
+// letters and events coming back from a park are skipped.
+func (c *Coordinator) onRecovery(sc *step.Context[Instance], r *kgo.Record) error {
+	inst, known := sc.State()
+	if !known {
+		return nil
+	}
+	name := c.watched[r.Topic]
+	rec := Recovery{Time: r.Timestamp, Partition: r.Partition, Offset: r.Offset}
+	if r.Topic == c.t.DLQ(name) {
+		d, err := dlq.Parse(r)
+		if err != nil {
+			sc.Logger().Warn().Err(err).Str(logging.FieldTopic, r.Topic).Int64(logging.FieldOffset, r.Offset).Msg("record in a DLQ is not a troupe dead letter; not recorded in the saga history")
+			return nil
+		}
+		rec.Kind, rec.Time = EntryDeadLetter, d.FailedAt
+		rec.DeadLetter = DeadLetter{Step: name, Error: d.Error, Attempts: d.Attempts, FailedAt: d.FailedAt, Partition: r.Partition, Offset: r.Offset}
+		if d.Event.Type != "" {
+			rec.DeadLetter.Event = c.t.ShortName(d.Event.Type)
+		}
+	} else {
+		from, discard, ok := dlq.Settles(r)
+		if !ok || from.Topic != c.t.DLQ(name) {
+			return nil
+		}
+		rec.Kind = EntryReplayed
+		if discard {
+			rec.Kind = EntryDiscarded
+		}
+		rec.DeadLetter = DeadLetter{Step: name, Partition: from.Partition, Offset: from.Offset}
+	}
+	c.m.OnRecovery(&inst, rec)
+	sc.SetState(inst)
+	return nil
 }
 
 // carry carries out a transition's actions.

@@ -2,6 +2,7 @@ package saga_test
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,10 +14,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/troupehq/troupe/pkg/api"
 	"github.com/troupehq/troupe/pkg/avro"
+	"github.com/troupehq/troupe/pkg/dlq"
+	"github.com/troupehq/troupe/pkg/event"
 	"github.com/troupehq/troupe/pkg/example/orders"
+	"github.com/troupehq/troupe/pkg/replay"
 	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/pkg/step/steptest"
 	"github.com/troupehq/troupe/pkg/topology"
@@ -253,3 +258,99 @@ func TestCoordinatorAPI(t *testing.T) {
 }
 
 func reflectNew(v any) any { return reflect.New(reflect.TypeOf(v)).Interface() }
+
+// Dead letters of the saga's steps, and their replays and discards, are in
+// the instance's history and its outstanding deadLetters; events coming
+// back from a park and dead letters of unknown instances change nothing.
+func TestCoordinatorRecordsDeadLetters(t *testing.T) {
+	d := startCoordinator(t)
+	d.send("o-dl", "OrderPlaced", "PaymentAuthorized")
+	d.instance("o-dl", saga.Running)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(d.Brokers()...), kgo.RecordPartitioner(replay.KeepPartition()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	produce := func(r *kgo.Record) *kgo.Record {
+		t.Helper()
+		res, err := cl.ProduceSync(t.Context(), r).First()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	deadLetter := func(id string) dlq.DeadLetter {
+		t.Helper()
+		m := event.New(d.topo.FullName("PaymentAuthorized"), "test", id)
+		in := &kgo.Record{Topic: "payments", Partition: -1, Offset: 9, Key: []byte(id), Value: []byte("v"), Headers: m.Headers()}
+		r := dlq.NewDeadLetter(in, "inventory", errors.New("warehouse down"), 3, time.Now())
+		r.Topic = d.topo.DLQ("inventory")
+		dl, err := dlq.Parse(produce(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dl
+	}
+	wait := func(id string, ok func(*saga.Instance) bool) *saga.Instance {
+		t.Helper()
+		var inst *saga.Instance
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if inst, err = d.store.Instance(t.Context(), id); err == nil && ok(inst) {
+				return inst
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("instance %s: %+v, %v", id, inst, err)
+		return nil
+	}
+	// The test saga's deadline is 1 s: it times out and compensates on the
+	// way, which changes nothing of its dead letters.
+	recoveries := func(inst *saga.Instance) []saga.Entry {
+		return slices.DeleteFunc(slices.Clone(inst.History), func(e saga.Entry) bool { return !strings.HasPrefix(e.Type, saga.EntryDeadLetter) })
+	}
+	last := func(inst *saga.Instance) saga.Entry { r := recoveries(inst); return r[len(r)-1] }
+
+	first := deadLetter("o-dl")
+	inst := wait("o-dl", func(i *saga.Instance) bool { return len(i.DeadLetters) == 1 })
+	dl := inst.DeadLetters[0]
+	if dl.Step != "inventory" || dl.Event != "PaymentAuthorized" || dl.Attempts != 3 || dl.Offset != first.At().Offset || inst.Status != saga.Running {
+		t.Errorf("dead letter %+v of %s instance", dl, inst.Status)
+	}
+	if e := last(inst); e.Type != saga.EntryDeadLetter || !strings.Contains(e.Note, "PaymentAuthorized failed after 3 attempts: warehouse down") {
+		t.Errorf("history entry %+v", e)
+	}
+
+	retry := d.topo.RetryTopic("inventory")
+	produce(dlq.Replay(first, retry))
+	inst = wait("o-dl", func(i *saga.Instance) bool { return len(i.DeadLetters) == 0 })
+	if e := last(inst); e.Type != saga.EntryReplayed || e.Step != "inventory" {
+		t.Errorf("after replay: history entry %+v", e)
+	}
+
+	// The replay failed again: a second dead letter, then discarded. An
+	// event unparked meanwhile is no replay.
+	second := deadLetter("o-dl")
+	wait("o-dl", func(i *saga.Instance) bool { return len(i.DeadLetters) == 1 })
+	unparked := dlq.Replay(first, retry)
+	unparked.Headers = append(unparked.Headers, kgo.RecordHeader{Key: dlq.HeaderUnparked, Value: []byte("1")})
+	produce(unparked)
+	produce(dlq.Discard(second, retry))
+	inst = wait("o-dl", func(i *saga.Instance) bool { return len(i.DeadLetters) == 0 })
+	var kinds []string
+	for _, e := range recoveries(inst) {
+		kinds = append(kinds, e.Type)
+	}
+	want := []string{saga.EntryDeadLetter, saga.EntryReplayed, saga.EntryDeadLetter, saga.EntryDiscarded}
+	if !slices.Equal(kinds, want) {
+		t.Errorf("history %v, want %v", kinds, want)
+	}
+
+	// A dead letter of an instance the coordinator never saw starts nothing.
+	deadLetter("o-unknown")
+	d.send("o-after", "OrderPlaced")
+	d.instance("o-after", saga.Running)
+	if _, err := d.store.Instance(t.Context(), "o-unknown"); err == nil {
+		t.Error("a dead letter started an instance")
+	}
+}

@@ -12,7 +12,9 @@
 // <app>.saga.<saga>.changelog) over every business topic of the saga:
 // deadlines and compensation timeouts are durable timers, commands go to
 // their topic and SagaEnded to <app>.saga.<saga>.ended, all in the step's
-// transaction. ForStep gives every other step of the saga the runtime's
+// transaction. It also watches (step.Watch) its steps' DLQ and retry
+// topics, to record dead letters of an instance's events and their replays
+// and discards in its history and its outstanding DeadLetters. ForStep gives every other step of the saga the runtime's
 // side of the contract (step.Saga: SagaEnded, the compensation barrier).
 //
 // The API (Mount) reads a Store: the instances of the partitions one

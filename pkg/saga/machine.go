@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/troupehq/troupe/pkg/topology"
 )
@@ -53,8 +54,49 @@ type Instance struct {
 	// Pending is the compensation awaiting its ack, if any.
 	Pending *Pending `json:"pending,omitempty"`
 	// Queue holds the steps still to compensate after Pending, in order.
-	Queue   []string `json:"queue,omitempty"`
-	History []Entry  `json:"history"`
+	Queue []string `json:"queue,omitempty"`
+	// DeadLetters are the instance's events in its steps' dead-letter
+	// queues that no replay or discard has settled yet: while one is
+	// outstanding, the step parks the instance's later events.
+	DeadLetters []DeadLetter `json:"deadLetters,omitempty"`
+	History     []Entry      `json:"history"`
+}
+
+// DeadLetter is an event of the instance that a step gave up on.
+type DeadLetter struct {
+	Step string `json:"step"`
+	// Event is the failed event's type (short name); empty when the
+	// record was undecodable.
+	Event    string    `json:"event,omitempty"`
+	Error    string    `json:"error"`
+	Attempts int       `json:"attempts"`
+	FailedAt time.Time `json:"failedAt"`
+	// Partition and Offset are its place in the step's DLQ, what
+	// `troupe dlq replay|discard --partition --offset` take.
+	Partition int32 `json:"partition"`
+	Offset    int64 `json:"offset"`
+}
+
+// History entry types of dead letters: a step dead-lettered an event of the
+// instance, and an operator replayed or discarded it (troupe dlq).
+const (
+	EntryDeadLetter = "DeadLetter"
+	EntryReplayed   = "DeadLetterReplayed"
+	EntryDiscarded  = "DeadLetterDiscarded"
+)
+
+// Recovery is a dead letter of one of the saga's steps, or the replay or
+// discard of one, as the coordinator reads it from the step's DLQ or retry
+// topic.
+type Recovery struct {
+	Kind string // EntryDeadLetter, EntryReplayed or EntryDiscarded
+	// DeadLetter is the dead letter; a replay or discard fills only Step,
+	// Partition and Offset.
+	DeadLetter DeadLetter
+	Time       time.Time
+	// Partition and Offset are the record's place in its topic.
+	Partition int32
+	Offset    int64
 }
 
 // Pending is a compensation command sent and not yet acknowledged.
@@ -360,6 +402,49 @@ func (m *Machine) OnTimer(inst *Instance, name string, now time.Time) []Action {
 		}
 	}
 	return nil
+}
+
+// maxNoteError bounds the error quoted in a history note; the whole error
+// is in the DeadLetters entry and the DLQ record.
+const maxNoteError = 200
+
+// OnRecovery records a dead letter, or its replay or discard, in inst. It
+// changes no status: an instance held by a dead letter stays RUNNING until
+// the dead letter is replayed and the saga moves on, or its deadline
+// passes.
+func (m *Machine) OnRecovery(inst *Instance, r Recovery) {
+	d := r.DeadLetter
+	at := fmt.Sprintf("%s.dlq partition %d offset %d", d.Step, d.Partition, d.Offset)
+	var note string
+	switch r.Kind {
+	case EntryDeadLetter:
+		what := d.Event
+		if what == "" {
+			what = "an undecodable record"
+		}
+		msg := d.Error
+		if len(msg) > maxNoteError {
+			n := maxNoteError
+			for n > 0 && !utf8.RuneStart(msg[n]) {
+				n--
+			}
+			msg = msg[:n] + "…"
+		}
+		note = fmt.Sprintf("%s failed after %d attempts: %s; dead letter at %s", what, d.Attempts, msg, at)
+		inst.DeadLetters = append(inst.DeadLetters, d)
+	case EntryReplayed, EntryDiscarded:
+		note = "dead letter at " + at + " replayed"
+		if r.Kind == EntryDiscarded {
+			note = "dead letter at " + at + " discarded; parked events released"
+		}
+		inst.DeadLetters = slices.DeleteFunc(inst.DeadLetters, func(o DeadLetter) bool {
+			return o.Step == d.Step && o.Partition == d.Partition && o.Offset == d.Offset
+		})
+	default:
+		return
+	}
+	inst.UpdatedAt = r.Time
+	m.record(inst, Entry{Type: r.Kind, Step: d.Step, Time: r.Time, Partition: r.Partition, Offset: r.Offset, Note: note})
 }
 
 // startCompensation, next and onAck take two times: at, when the event

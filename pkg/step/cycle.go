@@ -330,6 +330,10 @@ func (c *cycle) record(tc *taskCycle, r *kgo.Record) error {
 		return err
 	}
 
+	if h := rt.def.watched[r.Topic]; h != nil {
+		return c.watch(tc, r, h, advance)
+	}
+
 	meta, err := event.FromRecord(r)
 	if err != nil {
 		return c.fail(tc, r, "", Permanent(err))
@@ -389,18 +393,8 @@ func (c *cycle) record(tc *taskCycle, r *kgo.Record) error {
 	}
 
 	rt.sagaHandled(cl, name)
-	inst.Remember(meta.ID, rt.cfg.DedupeWindow)
-	c.buf = inst.Append(c.buf[:0])
-	if err := c.txn.Set(t.p, key, c.buf); err != nil {
+	if err := c.applyCall(t.p, key, &inst, cl, meta.ID); err != nil {
 		return err
-	}
-	for _, op := range cl.timers {
-		if err := c.setTimer(t.p, id, op); err != nil {
-			return err
-		}
-	}
-	for _, out := range cl.emits {
-		rt.cl.Produce(c.pctx, out, c.promise)
 	}
 	advance()
 	rt.m.processed.Inc()

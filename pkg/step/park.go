@@ -47,10 +47,6 @@ import (
 // behind it) until it succeeds or is dead-lettered again, which blocks the
 // instance again and parks the events written back as they arrive.
 
-// headerUnparked marks an event written back to the retry topic from the
-// park; its value is the event's sequence number.
-const headerUnparked = "troupe_unparked"
-
 // Head statuses.
 const (
 	headWaiting  byte = 1 // a dead letter is outstanding
@@ -115,13 +111,13 @@ func appendParked(b []byte, r *kgo.Record) []byte {
 	b = append(b, r.Key...)
 	n := 0
 	for _, h := range r.Headers {
-		if h.Key != headerUnparked {
+		if h.Key != dlq.HeaderUnparked {
 			n++
 		}
 	}
 	b = binary.AppendUvarint(b, uint64(n))
 	for _, h := range r.Headers {
-		if h.Key == headerUnparked {
+		if h.Key == dlq.HeaderUnparked {
 			continue
 		}
 		b = binary.AppendUvarint(b, uint64(len(h.Key)))
@@ -430,7 +426,7 @@ func (c *cycle) release(tc *taskCycle, id string, h *head, why string) error {
 		}
 		out := &kgo.Record{
 			Topic: rt.def.retry(), Partition: p, Key: orig.Key, Value: orig.Value, Timestamp: orig.Timestamp,
-			Headers: append(orig.Headers, kgo.RecordHeader{Key: headerUnparked, Value: strconv.AppendUint(nil, pk.seq, 10)}),
+			Headers: append(orig.Headers, kgo.RecordHeader{Key: dlq.HeaderUnparked, Value: strconv.AppendUint(nil, pk.seq, 10)}),
 		}
 		rt.cl.Produce(c.pctx, out, c.promise)
 		if err := c.txn.Delete(p, state.ParkedKey(id, pk.seq)); err != nil {
@@ -454,7 +450,7 @@ func (c *cycle) release(tc *taskCycle, id string, h *head, why string) error {
 // unparkedSeq returns the sequence number of an event written back from the
 // park.
 func unparkedSeq(r *kgo.Record) (uint64, bool) {
-	v, ok := event.Header(r, headerUnparked)
+	v, ok := event.Header(r, dlq.HeaderUnparked)
 	if !ok {
 		return 0, false
 	}

@@ -42,6 +42,70 @@ func HandleRaw[S any](s *Step[S], h func(c *Context[S], typ string, value []byte
 	}}
 }
 
+// Watch makes the step also consume topics and pass each of their records
+// to h as it is: not decoded, not deduplicated by ce_id, not subject to the
+// saga rules. The record's key is its instance; records with no usable key
+// are skipped (counted as "ignored"). h's Context is that instance's, as
+// for a handler, and its effects apply only if it returns nil; if it fails,
+// the record is retried and dead-lettered like any other.
+//
+// The saga coordinator watches its steps' dead-letter and retry topics to
+// record dead letters, replays and discards in the instances' history:
+// records that repeat an event's ce_id and may not decode. Watched topics
+// are inputs: they must have the step's partition count.
+func Watch[S any](s *Step[S], h func(c *Context[S], r *kgo.Record) error, topics ...string) {
+	if s.def.watched == nil {
+		s.def.watched = map[string]*handler{}
+	}
+	wh := &handler{call: func(c *call, v any) error { return h(&Context[S]{c: c}, v.(*kgo.Record)) }}
+	for _, t := range topics {
+		s.def.watched[t] = wh
+	}
+	s.def.inputs = append(s.def.inputs, topics...)
+}
+
+// watch hands record r of a watched topic to its handler h.
+func (c *cycle) watch(tc *taskCycle, r *kgo.Record, h *handler, advance func()) error {
+	rt := c.rt
+	id := string(r.Key)
+	if state.ValidID(id) != nil {
+		rt.m.ignored.Inc()
+		advance()
+		return nil
+	}
+	key := state.InstanceKey(id)
+	raw, ok, err := c.txn.Get(tc.t.p, key)
+	if err != nil {
+		return err
+	}
+	var inst state.Instance
+	if ok {
+		if inst, err = state.DecodeInstance(raw); err != nil {
+			return c.fail(tc, r, id, Permanent(fmt.Errorf("stored state of the instance: %w", err)))
+		}
+	}
+	// The record's headers may repeat another event's (a dead letter keeps
+	// the failed event's): what h emits derives from the record's place.
+	meta, _ := event.FromRecord(r)
+	meta.ID = ""
+	cl := &call{ctx: c.ctx, rt: rt, rec: r, meta: meta, id: id, inst: &inst}
+	start := time.Now()
+	err = invoke(h, cl, r)
+	rt.m.handler.Observe(time.Since(start).Seconds())
+	if err == nil {
+		err = cl.err
+	}
+	if err != nil {
+		return c.fail(tc, r, id, err)
+	}
+	if err := c.applyCall(tc.t.p, key, &inst, cl, ""); err != nil {
+		return err
+	}
+	advance()
+	rt.m.processed.Inc()
+	return nil
+}
+
 // OnTimer registers h to run when a timer set with Context.SetTimer fires.
 // h gets a Context for the timer's instance (its state, Emit, timers), and
 // the timer's name; like a handler, its effects apply only if it returns

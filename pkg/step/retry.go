@@ -278,7 +278,7 @@ func (c *cycle) deadLetter(tc *taskCycle, r *kgo.Record, id string, re *RecordEr
 	rt := c.rt
 	now := time.Now()
 	src := *r
-	src.Headers = withoutHeader(r.Headers, headerUnparked)
+	src.Headers = withoutHeader(r.Headers, dlq.HeaderUnparked)
 	dl := dlq.NewDeadLetter(&src, rt.def.name, re.Err, re.Attempts, now)
 	dl.Topic = rt.def.dlq()
 	rt.cl.Produce(c.pctx, dl, c.promise)

@@ -58,7 +58,7 @@ func TestParkEncodings(t *testing.T) {
 		t.Fatalf("head round trip: %+v %v, want %+v", got, err, h)
 	}
 	r := &kgo.Record{Topic: "ticks", Partition: 2, Offset: 17, Key: []byte("k"), Value: []byte{0, 1, 2},
-		Timestamp: time.UnixMilli(1700000000123), Headers: []kgo.RecordHeader{{Key: "ce_id", Value: []byte("x")}, {Key: headerUnparked, Value: []byte("4")}}}
+		Timestamp: time.UnixMilli(1700000000123), Headers: []kgo.RecordHeader{{Key: "ce_id", Value: []byte("x")}, {Key: dlq.HeaderUnparked, Value: []byte("4")}}}
 	back, err := decodeParked(appendParked(nil, r))
 	if err != nil {
 		t.Fatal(err)

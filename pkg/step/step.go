@@ -39,6 +39,8 @@ type definition struct {
 	// runs when a timer set by Context.SetTimer fires (OnTimer).
 	raw     *handler
 	onTimer func(c *call, name string) error
+	// watched maps the topics of Watch to their handler.
+	watched map[string]*handler
 	errs    []error
 	// state checks that a stored state decodes into S (for rebuild tools).
 	stateType reflect.Type
@@ -139,7 +141,7 @@ func (d *definition) validate() error {
 			errs = append(errs, fmt.Errorf("input %s is one of the step's own topics", in))
 		}
 	}
-	if len(d.handlers) == 0 && d.raw == nil {
+	if len(d.handlers) == 0 && d.raw == nil && len(d.watched) == 0 {
 		errs = append(errs, errors.New("no handlers (register one with step.Handle)"))
 	}
 	if err := errors.Join(errs...); err != nil {

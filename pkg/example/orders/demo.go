@@ -18,11 +18,15 @@ type Outcome string
 
 // The outcomes of the example saga.
 const (
-	OutcomeCompleted    Outcome = "completed"
-	OutcomeDeclined     Outcome = "declined"     // PaymentDeclined
-	OutcomeOutOfStock   Outcome = "out-of-stock" // OutOfStock; payment refunded
-	OutcomeShipFailed   Outcome = "ship-failed"  // ShipmentFailed; inventory released, payment refunded
-	OutcomeTimedOut     Outcome = "timed-out"    // SLOW- sku: the deadline passes; payment refunded
+	OutcomeCompleted  Outcome = "completed"
+	OutcomeDeclined   Outcome = "declined"     // PaymentDeclined
+	OutcomeOutOfStock Outcome = "out-of-stock" // OutOfStock; payment refunded
+	OutcomeShipFailed Outcome = "ship-failed"  // ShipmentFailed; inventory released, payment refunded
+	OutcomeTimedOut   Outcome = "timed-out"    // SLOW- sku: the deadline passes; payment refunded
+	// ERR- sku: a dead letter at inventory; the deadline passes; payment
+	// refunded. Not in the demo mix: each holds its partition for the
+	// retries' backoff.
+	OutcomeDeadLettered Outcome = "dead-lettered"
 	demoSource                  = "troupe-demo"
 	demoCustomerIDCount         = 500
 )
@@ -47,6 +51,8 @@ func NewOrder(id string, o Outcome, at time.Time) OrderPlaced {
 		ord.ShipTo.Country = UnshippableCountry
 	case OutcomeTimedOut:
 		ord.Items = append(ord.Items, LineItem{SKU: SlowPrefix + "PIANO", Quantity: 1})
+	case OutcomeDeadLettered:
+		ord.Items = append(ord.Items, LineItem{SKU: FailPrefix + "CLOCK", Quantity: 1})
 	}
 	return ord
 }

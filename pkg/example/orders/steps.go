@@ -22,6 +22,11 @@ const (
 	SlowDelay = 60 * time.Second
 	// UnshippableCountry cannot be shipped to.
 	UnshippableCountry = "XX"
+	// FailPrefix: a sku with this prefix makes the inventory handler fail
+	// on every attempt (a warehouse system that is down), so the order's
+	// PaymentAuthorized becomes a dead letter and the saga times out. It is
+	// how to try `troupe dlq` on the example; DESIGN §11 does not have it.
+	FailPrefix = "ERR-"
 )
 
 // TopicOrders is where orders are placed, as topology/orders.yaml declares.
@@ -87,13 +92,16 @@ func PaymentStep(app string, out Topics, inputs ...string) *step.Step[Payment] {
 }
 
 // InventoryStep reserves an order's items, answers OutOfStock for an OOS-
-// sku, waits SlowDelay (a durable timer) for a SLOW- sku, and releases the
-// reservation on ReleaseInventory.
+// sku, waits SlowDelay (a durable timer) for a SLOW- sku, fails for an ERR-
+// sku, and releases the reservation on ReleaseInventory.
 func InventoryStep(app string, out Topics, inputs ...string) *step.Step[Reservation] {
 	s := step.New[Reservation](app, "inventory", step.Inputs(inputs...))
 	step.Handle(s, func(c *step.Context[Reservation], p PaymentAuthorized) error {
 		slow := false
 		for _, it := range p.Items {
+			if strings.HasPrefix(it.SKU, FailPrefix) {
+				return fmt.Errorf("reserve %s: warehouse system unavailable (an %s sku always fails)", it.SKU, FailPrefix)
+			}
 			if strings.HasPrefix(it.SKU, OutOfStockPrefix) {
 				return c.Emit(out.Inventory, OutOfStock{OrderID: p.OrderID, SKU: it.SKU})
 			}

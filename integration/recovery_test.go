@@ -80,6 +80,28 @@ func TestRecoveryPoisonRecord(t *testing.T) {
 	p.stop(t)
 }
 
+// A handler that fails twice for one order, then succeeds: no dead letter,
+// two retries, every tick answered once.
+func TestRecoveryRetryThenSucceed(t *testing.T) {
+	const n = 1000 // k-0003 gets tick 3 alone
+	e := newStepEnv(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	p := e.start("count-flaky", filepath.Join(t.TempDir(), "state"), "exactly_once", "", append([]string{"--flaky-keys", "k-0003"}, recoveryRetry...)...)
+	if err := e.produce(ctx, 0, n, 0); err != nil {
+		t.Fatal(err)
+	}
+	checkOnce(t, e.countsBySeq(n, time.Minute), n)
+	if got := p.metric("troupe_step_retries_total"); got != 2 {
+		t.Errorf("retries %v, want 2", got)
+	}
+	if got := p.metric("troupe_step_dead_letters_total"); got != 0 {
+		t.Errorf("dead letters %v, want 0", got)
+	}
+	p.stop(t)
+	e.checkCounts(n, nil)
+}
+
 func TestRecoveryReplayAfterFix(t *testing.T) {
 	const n = 3000 // k-0007 gets ticks 7, 1007 and 2007
 	e := newStepEnv(t)

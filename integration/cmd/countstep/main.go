@@ -3,8 +3,9 @@
 // through a durable timer), so that a test can check exactly-once outputs
 // and exact state across kills, restarts and rebalances. It serves its
 // metrics on --http. --fail-keys makes its handler fail for some instances
-// (a "bug" that a restart without the flag "fixes"), for the recovery
-// tests; --retry-* set its retry policy.
+// (a "bug" that a restart without the flag "fixes"), and --flaky-keys fail
+// the first two runs of each of their Ticks (a dependency that recovers),
+// for the recovery tests; --retry-* set its retry policy.
 package main
 
 import (
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,6 +57,7 @@ func run() error {
 		httpAddr  = flag.String("http", "127.0.0.1:0", "metrics address")
 		logLevel  = flag.String("log-level", "info", "log level")
 		failKeys  = flag.String("fail-keys", "", "comma-separated instances whose Ticks the handler always fails")
+		flakyKeys = flag.String("flaky-keys", "", "comma-separated instances whose Ticks the handler fails twice, then handles")
 		attempts  = flag.Int("retry-attempts", 0, "handler runs per record before the dead letter (0: the default)")
 		backoff   = flag.Duration("retry-backoff", 0, "initial retry backoff (0: the default)")
 		maxBack   = flag.Duration("retry-max-backoff", 0, "max retry backoff (0: the default)")
@@ -73,17 +76,23 @@ func run() error {
 		return err
 	}
 
-	failing := map[string]bool{}
-	for k := range strings.SplitSeq(*failKeys, ",") {
-		if k != "" {
-			failing[k] = true
-		}
-	}
+	failing, flaky := keySet(*failKeys), keySet(*flakyKeys)
+	var mu sync.Mutex
+	runs := map[int64]int{} // runs of the handler per Tick of a flaky instance
 
 	s := step.New[Count](*app, "count", step.Inputs(*input))
 	step.Handle(s, func(c *step.Context[Count], t events.Tick) error {
 		if failing[c.Key()] {
 			return fmt.Errorf("countstep: instance %s is set to fail (tick %d)", c.Key(), t.Seq)
+		}
+		if flaky[c.Key()] {
+			mu.Lock()
+			runs[t.Seq]++
+			n := runs[t.Seq]
+			mu.Unlock()
+			if n <= 2 {
+				return fmt.Errorf("countstep: instance %s is flaky (tick %d, run %d)", c.Key(), t.Seq, n)
+			}
 		}
 		st, _ := c.State()
 		st.N++
@@ -122,4 +131,15 @@ func run() error {
 		return nil
 	}
 	return err
+}
+
+// keySet splits a comma-separated list of instances.
+func keySet(list string) map[string]bool {
+	set := map[string]bool{}
+	for k := range strings.SplitSeq(list, ",") {
+		if k != "" {
+			set[k] = true
+		}
+	}
+	return set
 }

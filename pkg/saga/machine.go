@@ -414,7 +414,7 @@ const maxNoteError = 200
 // passes.
 func (m *Machine) OnRecovery(inst *Instance, r Recovery) {
 	d := r.DeadLetter
-	at := fmt.Sprintf("%s.dlq partition %d offset %d", d.Step, d.Partition, d.Offset)
+	at := fmt.Sprintf("--step %s --partition %d --offset %d", d.Step, d.Partition, d.Offset)
 	var note string
 	switch r.Kind {
 	case EntryDeadLetter:
@@ -430,12 +430,12 @@ func (m *Machine) OnRecovery(inst *Instance, r Recovery) {
 			}
 			msg = msg[:n] + "…"
 		}
-		note = fmt.Sprintf("%s failed after %d attempts: %s; dead letter at %s", what, d.Attempts, msg, at)
+		note = fmt.Sprintf("%s failed after %d attempts: %s; once fixed: troupe dlq replay %s (or discard)", what, d.Attempts, msg, at)
 		inst.DeadLetters = append(inst.DeadLetters, d)
 	case EntryReplayed, EntryDiscarded:
-		note = "dead letter at " + at + " replayed"
+		note = "dead letter " + at + " replayed"
 		if r.Kind == EntryDiscarded {
-			note = "dead letter at " + at + " discarded; parked events released"
+			note = "dead letter " + at + " discarded; parked events released"
 		}
 		inst.DeadLetters = slices.DeleteFunc(inst.DeadLetters, func(o DeadLetter) bool {
 			return o.Step == d.Step && o.Partition == d.Partition && o.Offset == d.Offset

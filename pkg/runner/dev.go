@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/troupehq/troupe/pkg/api"
 	"github.com/troupehq/troupe/pkg/example/orders"
 	"github.com/troupehq/troupe/pkg/kafka"
@@ -91,27 +93,14 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 	kcfg := kafka.Config{Brokers: []string{broker.Addr()}, ClientID: "troupe-dev", Logger: g.Log}
 	log.Info().Str("brokers", broker.Addr()).Str("data_dir", o.DataDir).Msg("embedded Kafka ready")
 
-	// The registry has a life of its own: it must serve until the steps
-	// have stopped, since they may still encode while they shut down.
-	regCtx, stopRegistry := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRegistry()
-	reg, err := registry.New(registry.Config{Kafka: kcfg, ReplicationFactor: t.Replication}, g.Log)
-	if err != nil {
+	stopRegistry, err := ServeRegistry(ctx, registry.Config{Kafka: kcfg, ReplicationFactor: t.Replication}, regLn, g.Log)
+	if err != nil || ctx.Err() != nil {
 		return err
 	}
-	regDone := make(chan error, 1)
-	go func() { regDone <- reg.Serve(regCtx, regLn) }()
-	defer func() { stopRegistry(); <-regDone }()
-	select {
-	case <-reg.Ready():
-	case err := <-regDone:
-		return fmt.Errorf("schema registry: %w", err)
-	case <-ctx.Done():
-		return nil
-	}
+	defer stopRegistry()
 	log.Info().Str("registry", "http://"+regAddr).Msg("schema registry ready")
 
-	if err := applyTopics(ctx, kcfg, t); err != nil {
+	if err := ApplyTopics(ctx, kcfg, t); err != nil {
 		return err
 	}
 	env, err := NewEnv(app, kcfg, "http://"+regAddr, app.Version, g.Log)
@@ -184,8 +173,35 @@ Ctrl-C stops.
 	return err
 }
 
-// applyTopics creates every topic the topology needs on the embedded broker.
-func applyTopics(ctx context.Context, cfg kafka.Config, t *topology.Topology) error {
+// ServeRegistry serves the built-in schema registry on ln until stop is
+// called, and returns once it is ready (or ctx is done: then stop is nil
+// and so is the error). The registry has a life of its own, beyond ctx:
+// it must serve until the steps have stopped, since they may still encode
+// while they shut down.
+func ServeRegistry(ctx context.Context, cfg registry.Config, ln net.Listener, log zerolog.Logger) (stop func(), err error) {
+	reg, err := registry.New(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	regCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- reg.Serve(regCtx, ln) }()
+	stop = func() { cancel(); <-done }
+	select {
+	case <-reg.Ready():
+		return stop, nil
+	case err := <-done:
+		cancel()
+		return nil, fmt.Errorf("schema registry: %w", err)
+	case <-ctx.Done():
+		stop()
+		return nil, nil
+	}
+}
+
+// ApplyTopics creates every topic the topology needs that is missing, and
+// fails if one that exists differs (the plan of `troupe topics plan`).
+func ApplyTopics(ctx context.Context, cfg kafka.Config, t *topology.Topology) error {
 	cl, err := kafka.NewClient(ctx, cfg)
 	if err != nil {
 		return err
@@ -196,7 +212,7 @@ func applyTopics(ctx context.Context, cfg kafka.Config, t *topology.Topology) er
 		return err
 	}
 	if err := plan.Err(); err != nil {
-		return fmt.Errorf("the data dir's topics do not match %s (delete the data dir to start over): %w", t.File, err)
+		return fmt.Errorf("the cluster's topics do not match %s (with troupe dev, delete the data dir to start over): %w", t.File, err)
 	}
 	_, err = plan.Apply(ctx, cl)
 	return err

@@ -352,15 +352,9 @@ func (c *cycle) record(tc *taskCycle, r *kgo.Record) error {
 	}
 
 	key := state.InstanceKey(id)
-	raw, ok, err := c.txn.Get(t.p, key)
-	if err != nil {
+	inst, ok, err := c.instance(tc, r, id, key)
+	if !ok || err != nil {
 		return err
-	}
-	var inst state.Instance
-	if ok {
-		if inst, err = state.DecodeInstance(raw); err != nil {
-			return c.fail(tc, r, id, Permanent(fmt.Errorf("stored state of the instance: %w", err)))
-		}
 	}
 	if inst.HasSeen(meta.ID) {
 		rt.m.duplicate.Inc()
@@ -382,13 +376,7 @@ func (c *cycle) record(tc *taskCycle, r *kgo.Record) error {
 	}
 
 	cl := &call{ctx: c.ctx, rt: rt, rec: r, meta: meta, id: id, inst: &inst}
-	start := time.Now()
-	err = invoke(h, cl, v)
-	rt.m.handler.Observe(time.Since(start).Seconds())
-	if err == nil {
-		err = cl.err
-	}
-	if err != nil {
+	if err := c.call(h, cl, v); err != nil {
 		return c.fail(tc, r, id, err)
 	}
 
@@ -399,6 +387,32 @@ func (c *cycle) record(tc *taskCycle, r *kgo.Record) error {
 	advance()
 	rt.m.processed.Inc()
 	return nil
+}
+
+// instance reads instance id's stored state for record r in this
+// interval's transaction (zero if it has none). ok is false when the stored
+// state is unreadable: r has then been failed (see fail).
+func (c *cycle) instance(tc *taskCycle, r *kgo.Record, id string, key []byte) (inst state.Instance, ok bool, err error) {
+	raw, found, err := c.txn.Get(tc.t.p, key)
+	if err != nil || !found {
+		return inst, err == nil, err
+	}
+	if inst, err = state.DecodeInstance(raw); err != nil {
+		return inst, false, c.fail(tc, r, id, Permanent(fmt.Errorf("stored state of the instance: %w", err)))
+	}
+	return inst, true, nil
+}
+
+// call runs handler h for cl, timing it; the error is the handler's (a
+// panic included) or the first its Context met (Emit).
+func (c *cycle) call(h *handler, cl *call, v any) error {
+	start := time.Now()
+	err := invoke(h, cl, v)
+	c.rt.m.handler.Observe(time.Since(start).Seconds())
+	if err == nil {
+		err = cl.err
+	}
+	return err
 }
 
 // invoke calls the handler, turning a panic into a permanent error.

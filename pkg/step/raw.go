@@ -74,28 +74,16 @@ func (c *cycle) watch(tc *taskCycle, r *kgo.Record, h *handler, advance func()) 
 		return nil
 	}
 	key := state.InstanceKey(id)
-	raw, ok, err := c.txn.Get(tc.t.p, key)
-	if err != nil {
+	inst, ok, err := c.instance(tc, r, id, key)
+	if !ok || err != nil {
 		return err
-	}
-	var inst state.Instance
-	if ok {
-		if inst, err = state.DecodeInstance(raw); err != nil {
-			return c.fail(tc, r, id, Permanent(fmt.Errorf("stored state of the instance: %w", err)))
-		}
 	}
 	// The record's headers may repeat another event's (a dead letter keeps
 	// the failed event's): what h emits derives from the record's place.
 	meta, _ := event.FromRecord(r)
 	meta.ID = ""
 	cl := &call{ctx: c.ctx, rt: rt, rec: r, meta: meta, id: id, inst: &inst}
-	start := time.Now()
-	err = invoke(h, cl, r)
-	rt.m.handler.Observe(time.Since(start).Seconds())
-	if err == nil {
-		err = cl.err
-	}
-	if err != nil {
+	if err := c.call(h, cl, r); err != nil {
 		return c.fail(tc, r, id, err)
 	}
 	if err := c.applyCall(tc.t.p, key, &inst, cl, ""); err != nil {
@@ -210,12 +198,7 @@ func (c *cycle) fireCallback(p int32, id, name string, at time.Time, tm state.Ti
 		CausationID: tm.CausationID, CorrelationID: tm.CorrelationID, TraceParent: tm.TraceParent,
 	}
 	cl := &call{ctx: c.ctx, rt: rt, rec: &kgo.Record{Partition: p, Offset: -1, Key: []byte(id), Timestamp: at}, meta: meta, id: id, inst: &inst}
-	start := time.Now()
-	err = invoke(&handler{call: func(cl *call, _ any) error { return rt.def.onTimer(cl, name) }}, cl, nil)
-	rt.m.handler.Observe(time.Since(start).Seconds())
-	if err == nil {
-		err = cl.err
-	}
+	err = c.call(&handler{call: func(cl *call, _ any) error { return rt.def.onTimer(cl, name) }}, cl, nil)
 	rt.m.timers.Inc()
 	c.work++
 	if err != nil {

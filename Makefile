@@ -7,7 +7,7 @@ BIN := ./troupe
 # Unit tests: everything but the real-broker suites under integration/.
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v /integration)
 
-.PHONY: all build run test unit integration bench lint fmt deps clean generate
+.PHONY: all build run test unit integration bench bench-go lint fmt deps clean generate
 
 all: build
 
@@ -30,8 +30,13 @@ unit:
 integration:
 	$(GO) test -count=1 -timeout 20m -p 1 ./integration/...
 
-## bench: the benchmarks of DESIGN §9
+## bench: the benchmarks of DESIGN §9 on a real Kafka broker (a bare pipe, the
+## step, Kafka Streams, the saga, restore, Avro); writes README's Performance table
 bench:
+	$(GO) run ./integration/cmd/bench -readme README.md
+
+## bench-go: the Go micro-benchmarks (kfake, Pebble, Avro)
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
 
 ## lint: go vet and a gofmt check

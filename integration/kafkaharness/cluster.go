@@ -384,8 +384,7 @@ func (c *Cluster) startNode(nd *node) error {
 	cmd := exec.Command(c.java, args...)
 	cmd.Dir = nd.dir // where a crashing JVM drops hs_err_pid*.log
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = sysProcAttr()
-	if err := startCmd(cmd); err != nil {
+	if err := StartChild(cmd); err != nil {
 		return fmt.Errorf("kafkaharness: start node %d: %w", nd.id, err)
 	}
 	exited := make(chan struct{})

@@ -42,20 +42,22 @@ func CacheDir() string {
 	return filepath.Join(os.TempDir(), "troupe-cache")
 }
 
-// pomPath finds pom.xml beside this source file, so the harness works from
-// any test package's working directory. Under -trimpath the source path is
-// not a real path; then it looks for the module root above the working
-// directory.
-func pomPath() (string, error) {
+// RepoFile finds a file of the troupe repository by its path from the
+// repository's root (e.g. "integration/kafkaharness/pom.xml"), so that the
+// harness and the benchmark peers work from any test package's working
+// directory: from this source file's place, else (under -trimpath, where
+// that is not a real path) from the working directory up.
+func RepoFile(rel string) (string, error) {
+	rel = filepath.FromSlash(rel)
 	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		p := filepath.Join(filepath.Dir(file), "pom.xml")
+		p := filepath.Join(filepath.Dir(file), "..", "..", rel)
 		if _, err := os.Stat(p); err == nil {
-			return p, nil
+			return filepath.Clean(p), nil
 		}
 	}
 	if dir, err := os.Getwd(); err == nil {
 		for {
-			p := filepath.Join(dir, "integration", "kafkaharness", "pom.xml")
+			p := filepath.Join(dir, rel)
 			if _, err := os.Stat(p); err == nil {
 				return p, nil
 			}
@@ -66,8 +68,11 @@ func pomPath() (string, error) {
 			dir = parent
 		}
 	}
-	return "", errors.New("kafkaharness: cannot find integration/kafkaharness/pom.xml (run from inside the troupe repo)")
+	return "", fmt.Errorf("kafkaharness: cannot find %s (run from inside the troupe repo)", rel)
 }
+
+// pomPath is the pom.xml that pins the broker's jars.
+func pomPath() (string, error) { return RepoFile("integration/kafkaharness/pom.xml") }
 
 var kafkaVersionRE = regexp.MustCompile(`<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>`)
 
@@ -121,7 +126,7 @@ func Fetch(ctx context.Context, w io.Writer) (string, error) {
 		return "", fmt.Errorf("kafkaharness: create jar cache (set TROUPE_KAFKA_CACHE to a writable dir): %w", err)
 	}
 
-	unlock, err := lockFile(ctx, filepath.Join(base, "lock"), w)
+	unlock, err := LockFile(ctx, filepath.Join(base, "lock"), w)
 	if err != nil {
 		return "", err
 	}
@@ -180,10 +185,10 @@ func Fetch(ctx context.Context, w io.Writer) (string, error) {
 	return libs, nil
 }
 
-// lockFile takes an exclusive flock on path, polling so that ctx can cancel
-// the wait. The lock dies with the process, so a crashed fetch never wedges
-// later runs.
-func lockFile(ctx context.Context, path string, w io.Writer) (unlock func(), err error) {
+// LockFile takes an exclusive flock on path, polling so that ctx can cancel
+// the wait (progress goes to w). The lock dies with the process, so a
+// crashed fetch or build never wedges later runs.
+func LockFile(ctx context.Context, path string, w io.Writer) (unlock func(), err error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("kafkaharness: open lock: %w", err)
@@ -202,13 +207,13 @@ func lockFile(ctx context.Context, path string, w io.Writer) (unlock func(), err
 			return nil, fmt.Errorf("kafkaharness: lock %s: %w", path, err)
 		}
 		if !waiting {
-			fmt.Fprintf(w, "kafkaharness: waiting for another process fetching the Kafka jars (%s)\n", path)
+			fmt.Fprintf(w, "kafkaharness: waiting for another process to release %s (a fetch or build in progress)\n", path)
 			waiting = true
 		}
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return nil, fmt.Errorf("kafkaharness: waiting for jar fetch lock: %w", ctx.Err())
+			return nil, fmt.Errorf("kafkaharness: waiting for lock %s: %w", path, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

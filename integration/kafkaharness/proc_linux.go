@@ -37,8 +37,12 @@ func spawnLoop(reqs <-chan spawnReq) {
 	}
 }
 
-// startCmd starts cmd from the spawner thread.
-func startCmd(cmd *exec.Cmd) error {
+// StartChild starts cmd as a child that dies with this process: in its own
+// process group, with the parent-death signal, forked from the spawner
+// thread. The harness starts its brokers with it, and the benchmark peers
+// (integration/peers) their JVMs.
+func StartChild(cmd *exec.Cmd) error {
+	cmd.SysProcAttr = sysProcAttr()
 	spawnOnce.Do(func() {
 		spawnCh = make(chan spawnReq)
 		go spawnLoop(spawnCh)

@@ -14,4 +14,8 @@ func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }
 
-func startCmd(cmd *exec.Cmd) error { return cmd.Start() }
+// StartChild starts cmd in its own process group.
+func StartChild(cmd *exec.Cmd) error {
+	cmd.SysProcAttr = sysProcAttr()
+	return cmd.Start()
+}

@@ -1,0 +1,407 @@
+// Command bench runs the benchmarks of DESIGN §9 against a real Apache Kafka
+// broker, which it starts with the test harness (or against --brokers), and
+// prints one table; with --readme it also writes the table, the machine and
+// the date into the README between the <!-- bench:begin --> and
+// <!-- bench:end --> markers. `make bench` runs it.
+//
+//	go run ./integration/cmd/bench
+//	go run ./integration/cmd/bench -only pipe-alos,step-alos -events 100000
+//
+// Every processor reads the same pre-filled input (Avro Ticks, -instances
+// keys over 8 partitions) with its own consumer group and writes its own
+// output topic; its rate is measured by a read_committed reader of that
+// output, from the first output record to the last, so that group start-up
+// does not count.
+//
+//   - pipe-alos, pipe-eos: a bare franz-go consume→produce loop (offsets
+//     committed, or a transaction, every 100 ms like a step): the ceiling.
+//   - step-alos, step-eos: a troupe counting step (decode, read state,
+//     update, write, emit, changelog) in this process; the ratio to the pipe.
+//   - kstreams-alos, kstreams-eos: the same count in Kafka Streams 4.3.1
+//     (integration/peers), when Java and Maven are here.
+//   - saga: the example saga (every step and the coordinator, in this
+//     process) at a fixed offered rate of orders that complete: latency from
+//     the order's produce to its SagaEnded, and completed/offered.
+//   - restore: a changelog of -restore instances into Pebble.
+//   - avro: encode/decode of OrderPlaced.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/troupehq/troupe/integration/cmd/countstep/events"
+	"github.com/troupehq/troupe/integration/kafkaharness"
+	"github.com/troupehq/troupe/pkg/event"
+)
+
+// row is one line of the result table. A rate row (rates set) is rendered
+// at the end: its best round, and its ratio to the best pipe.
+type row struct {
+	name, figure, vs, note string
+	eos                    bool
+	rates                  []float64
+}
+
+type bench struct {
+	brokers    []string
+	events     int
+	instances  int
+	partitions int32
+	sagaRate   float64
+	sagaFor    time.Duration
+	restore    int
+	log        zerolog.Logger
+	input      string // the pre-filled Ticks
+	rounds     int
+	rows       []*row
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	b := &bench{}
+	var (
+		brokers = flag.String("brokers", "", "use these brokers (host:port,...) instead of starting Apache Kafka with the test harness")
+		only    = flag.String("only", "", "comma-separated benchmarks to run (default all): pipe-alos, pipe-eos, step-alos, step-eos, kstreams-alos, kstreams-eos, saga, restore, avro")
+		readme  = flag.String("readme", "", "write the results into this README between the bench markers")
+		parts   = flag.Int("partitions", 8, "partitions of every topic")
+	)
+	flag.IntVar(&b.events, "events", 200_000, "input events for the pipe, step and peer benchmarks")
+	flag.IntVar(&b.instances, "instances", 1000, "distinct keys (saga instances) of the input")
+	flag.Float64Var(&b.sagaRate, "saga-rate", 200, "orders per second offered to the example saga")
+	flag.DurationVar(&b.sagaFor, "saga-for", 20*time.Second, "how long orders are offered")
+	flag.IntVar(&b.restore, "restore", 1_000_000, "instances in the changelog of the restore benchmark")
+	flag.IntVar(&b.rounds, "rounds", 2, "rounds of each throughput benchmark (pipe, step, kstreams); the best is reported")
+	flag.Parse()
+	b.partitions = int32(*parts)
+	b.log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05"}).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	kafkaVersion, _ := kafkaharness.KafkaVersion()
+	if *brokers != "" {
+		b.brokers = strings.Split(*brokers, ",")
+		kafkaVersion = "external"
+	} else {
+		c, err := kafkaharness.Start(ctx, kafkaharness.Options{Logger: os.Stderr})
+		if err != nil {
+			return fmt.Errorf("start Apache Kafka (or pass -brokers): %w", err)
+		}
+		defer c.Stop()
+		b.brokers = c.Addrs()
+	}
+
+	want := func(name string) bool {
+		if *only == "" {
+			return true
+		}
+		for n := range strings.SplitSeq(*only, ",") {
+			if n == name || (strings.HasSuffix(n, "*") && strings.HasPrefix(name, strings.TrimSuffix(n, "*"))) {
+				return true
+			}
+		}
+		return false
+	}
+	needInput := false
+	for _, n := range []string{"pipe-alos", "pipe-eos", "step-alos", "step-eos", "kstreams-alos", "kstreams-eos"} {
+		needInput = needInput || want(n)
+	}
+	if needInput {
+		if err := b.fillInput(ctx); err != nil {
+			return err
+		}
+	}
+	type bm struct {
+		name string
+		fn   func(context.Context) error
+	}
+	// The saga first: the throughput runs leave the broker busy for a while
+	// (the log cleaner compacting their changelogs), which its latency
+	// would feel. The JVM peers last.
+	bms := []bm{{"saga", b.sagaBench}, {"restore", b.restoreBench}, {"avro", b.avroBench}}
+	for range max(b.rounds, 1) {
+		bms = append(bms,
+			bm{"pipe-alos", func(ctx context.Context) error { return b.pipeBench(ctx, false) }},
+			bm{"pipe-eos", func(ctx context.Context) error { return b.pipeBench(ctx, true) }},
+			bm{"step-alos", func(ctx context.Context) error { return b.stepBench(ctx, false) }},
+			bm{"step-eos", func(ctx context.Context) error { return b.stepBench(ctx, true) }})
+	}
+	for range max(b.rounds, 1) {
+		bms = append(bms,
+			bm{"kstreams-alos", func(ctx context.Context) error { return b.kstreamsBench(ctx, false) }},
+			bm{"kstreams-eos", func(ctx context.Context) error { return b.kstreamsBench(ctx, true) }})
+	}
+	for _, m := range bms {
+		if !want(m.name) {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s ...\n", m.name)
+		if err := m.fn(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.rows = append(b.rows, &row{name: m.name, figure: "failed", note: err.Error()})
+			fmt.Fprintf(os.Stderr, "bench: %s failed: %v\n", m.name, err)
+			continue
+		}
+		r := b.rows[len(b.rows)-1]
+		if r.rates != nil {
+			fmt.Fprintf(os.Stderr, "bench: %s: %.0f events/s\n", m.name, r.rates[len(r.rates)-1])
+		} else {
+			fmt.Fprintf(os.Stderr, "bench: %s: %s %s\n", r.name, r.figure, r.vs)
+		}
+	}
+
+	table := b.table(kafkaVersion)
+	fmt.Print(table)
+	if *readme != "" {
+		return writeReadme(*readme, table)
+	}
+	return nil
+}
+
+// fillInput creates the input topic and produces the Ticks.
+func (b *bench) fillInput(ctx context.Context) error {
+	b.input = fmt.Sprintf("bench-ticks-%d", time.Now().UnixNano())
+	if err := b.createTopics(ctx, nil, b.input); err != nil {
+		return err
+	}
+	serde, err := events.NewSerde()
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.brokers...), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(50_000))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	start := time.Now()
+	var firstErr error
+	for i := range b.events {
+		key := fmt.Sprintf("k-%04d", i%b.instances)
+		v, err := serde.Encode(ctx, b.input, events.Tick{Seq: int64(i)})
+		if err != nil {
+			return err
+		}
+		m := event.New(events.TickType, "bench", key)
+		cl.Produce(ctx, &kgo.Record{Topic: b.input, Key: []byte(key), Value: v, Headers: m.Headers()}, func(_ *kgo.Record, err error) {
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		})
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return err
+	}
+	if firstErr != nil {
+		return fmt.Errorf("fill %s: %w", b.input, firstErr)
+	}
+	fmt.Fprintf(os.Stderr, "bench: %d Ticks over %d keys in %s (%.0f/s)\n", b.events, b.instances, time.Since(start).Round(time.Millisecond), float64(b.events)/time.Since(start).Seconds())
+	return nil
+}
+
+// createTopics creates topics with the benchmark's partition count.
+func (b *bench) createTopics(ctx context.Context, configs map[string]*string, topics ...string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopics(ctx, b.partitions, -1, configs, topics...)
+	if err != nil {
+		return fmt.Errorf("create %v: %w", topics, err)
+	}
+	return resp.Error()
+}
+
+// outputReader reads topic (read_committed) until it has n records, and
+// reports the processor's rate from their append times: output topics are
+// created with message.timestamp.type=LogAppendTime (createOutput), so the
+// rate is when the broker took the first and the last output, whatever the
+// processor (Kafka Streams stamps outputs with the input's time) and however
+// late the reader sees them.
+type outputReader struct {
+	done chan struct{}
+	rate float64
+	took time.Duration
+	err  error
+}
+
+func (b *bench) readOutput(ctx context.Context, topic string, n int, timeout time.Duration) *outputReader {
+	o := &outputReader{done: make(chan struct{})}
+	go func() {
+		defer close(o.done)
+		cl, err := kgo.NewClient(kgo.SeedBrokers(b.brokers...), kgo.ConsumeTopics(topic),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.FetchMaxWait(100*time.Millisecond))
+		if err != nil {
+			o.err = err
+			return
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		seen := 0
+		var first, last time.Time
+		for seen < n {
+			fs := cl.PollFetches(ctx)
+			if ctx.Err() != nil {
+				o.err = fmt.Errorf("%d of %d outputs on %s within %s", seen, n, topic, timeout)
+				return
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				if first.IsZero() || r.Timestamp.Before(first) {
+					first = r.Timestamp
+				}
+				if r.Timestamp.After(last) {
+					last = r.Timestamp
+				}
+				seen++
+			})
+		}
+		o.took = last.Sub(first)
+		o.rate = float64(n-1) / max(o.took.Seconds(), 1e-3)
+	}()
+	return o
+}
+
+// createOutput creates an output topic stamped with the broker's append
+// time (see outputReader).
+func (b *bench) createOutput(ctx context.Context, topic string) error {
+	return b.createTopics(ctx, map[string]*string{"message.timestamp.type": kadm.StringPtr("LogAppendTime")}, topic)
+}
+
+func (o *outputReader) wait() error {
+	<-o.done
+	return o.err
+}
+
+// addRate records one round of a throughput benchmark; rounds of the same
+// benchmark share a row (and move it last, so the row that printed is it).
+func (b *bench) addRate(name string, eos bool, rate float64, note string) {
+	for i, r := range b.rows {
+		if r.name == name && r.rates != nil {
+			r.rates = append(r.rates, rate)
+			b.rows = append(append(b.rows[:i:i], b.rows[i+1:]...), r)
+			return
+		}
+	}
+	b.rows = append(b.rows, &row{name: name, eos: eos, rates: []float64{rate}, note: note})
+}
+
+// render fills in the figure and ratio of the rate rows.
+func (b *bench) render() {
+	pipe := map[bool]float64{}
+	for _, r := range b.rows {
+		if strings.HasPrefix(r.name, "pipe-") && r.rates != nil {
+			pipe[r.eos] = slices.Max(r.rates)
+		}
+	}
+	for _, r := range b.rows {
+		if r.rates == nil {
+			continue
+		}
+		best := slices.Max(r.rates)
+		r.figure = fmt.Sprintf("%.0f events/s", best)
+		if len(r.rates) > 1 {
+			var all []string
+			for _, x := range r.rates {
+				all = append(all, fmt.Sprintf("%.0f", x))
+			}
+			r.figure += fmt.Sprintf(" (best of %s)", strings.Join(all, ", "))
+		}
+		if base := pipe[r.eos]; base > 0 && !strings.HasPrefix(r.name, "pipe-") {
+			r.vs = fmt.Sprintf("%.2f× pipe", best/base)
+		}
+	}
+}
+
+// table renders the results as markdown, with the machine and the date.
+func (b *bench) table(kafkaVersion string) string {
+	b.render()
+	var w bytes.Buffer
+	fmt.Fprintf(&w, "Measured by `make bench` on %s: %s, %d cores, %s RAM; %s; Apache Kafka %s (1 node, KRaft, on the same machine); %d events over %d keys, %d partitions.\n\n",
+		time.Now().UTC().Format("2006-01-02"), cpuModel(), runtime.NumCPU(), memTotal(), runtime.Version(), kafkaVersion, b.events, b.instances, b.partitions)
+	fmt.Fprintln(&w, "| benchmark | figure | vs baseline | notes |")
+	fmt.Fprintln(&w, "|---|---|---|---|")
+	for _, r := range b.rows {
+		fmt.Fprintf(&w, "| %s | %s | %s | %s |\n", r.name, r.figure, r.vs, strings.ReplaceAll(r.note, "|", "\\|"))
+	}
+	return w.String()
+}
+
+const (
+	markBegin = "<!-- bench:begin -->"
+	markEnd   = "<!-- bench:end -->"
+)
+
+// writeReadme replaces what is between the markers in path with table.
+func writeReadme(path, table string) error {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	i, j := bytes.Index(src, []byte(markBegin)), bytes.Index(src, []byte(markEnd))
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %s ... %s section to write the results into", path, markBegin, markEnd)
+	}
+	var out bytes.Buffer
+	out.Write(src[:i+len(markBegin)])
+	out.WriteString("\n" + table)
+	out.Write(src[j:])
+	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: results written to %s\n", path)
+	return nil
+}
+
+func cpuModel() string {
+	return procField("/proc/cpuinfo", "model name", "unknown CPU")
+}
+
+func memTotal() string {
+	v := procField("/proc/meminfo", "MemTotal", "")
+	var kb int64
+	if _, err := fmt.Sscanf(v, "%d kB", &kb); err != nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+}
+
+func procField(path, key, def string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return def
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return def
+}

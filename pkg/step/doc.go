@@ -77,7 +77,8 @@
 // compensation commands itself when the handler must not run (a null or a
 // repeated compensation); see Saga. HandleRaw, OnTimer, Context.SetTimer
 // and Context.EmitRaw serve steps that do not know their events' Go types,
-// like the saga coordinator.
+// like the saga coordinator; Watch hands it the records of other steps'
+// DLQ and retry topics as they are.
 //
 // Metrics (troupe_step_*, labelled app and step): events_total{outcome},
 // handler_seconds, commit_seconds, transaction_aborts_total,

@@ -16,7 +16,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/troupehq/troupe/integration/kafkaharness"
 	"github.com/troupehq/troupe/pkg/event"
 	"github.com/troupehq/troupe/pkg/example/orders"
 	"github.com/troupehq/troupe/pkg/saga"
@@ -187,7 +186,7 @@ func (e *sagaEnv) produceEvent(ctx context.Context, id string, ev any) {
 // idle for 2 s.
 func (e *sagaEnv) readTopic(ctx context.Context, topic string) []*kgo.Record {
 	e.t.Helper()
-	cl := newClient(e.t, kafkaharness.Brokers(), kgo.ConsumeTopics(topic),
+	cl := newClient(e.t, e.brokers, kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	var out []*kgo.Record
 	for idle := 0; idle < 4; {

@@ -32,6 +32,7 @@ type sagaEnv struct {
 	file     string // the test's topology file
 	topo     *topology.Topology
 	registry string // URL
+	brokers  []string
 	serde    *avro.Serde
 	cl       *kgo.Client
 	procs    []*troupeProc
@@ -66,8 +67,15 @@ func prefixTopics(yaml, prefix string) string {
 }
 
 // newSagaEnv deploys the saga with deadline (empty: the file's 30 s) and
-// edits, pairs of (old, new) text replaced in the topology file.
+// edits, pairs of (old, new) text replaced in the topology file, on the
+// shared test broker.
 func newSagaEnv(t *testing.T, deadline string, edits ...string) *sagaEnv {
+	t.Helper()
+	return newSagaEnvOn(t, kafkaharness.Brokers(), deadline, edits...)
+}
+
+// newSagaEnvOn is newSagaEnv on the given brokers.
+func newSagaEnvOn(t *testing.T, brokers []string, deadline string, edits ...string) *sagaEnv {
 	t.Helper()
 	var b [3]byte
 	_, _ = rand.Read(b[:])
@@ -87,7 +95,7 @@ func newSagaEnv(t *testing.T, deadline string, edits ...string) *sagaEnv {
 		}
 		yaml = strings.Replace(yaml, edits[i], edits[i+1], 1)
 	}
-	e := &sagaEnv{t: t, dir: t.TempDir()}
+	e := &sagaEnv{t: t, dir: t.TempDir(), brokers: brokers}
 	e.file = filepath.Join(e.dir, "orders.yaml")
 	if err := os.WriteFile(e.file, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -99,7 +107,7 @@ func newSagaEnv(t *testing.T, deadline string, edits ...string) *sagaEnv {
 	regAddr := freeAddr(t)
 	_, port, _ := strings.Cut(regAddr, ":")
 	e.registry = "http://" + regAddr
-	startTroupe(t, "registry", "registry", "--port", port, "--topic", "_schemas-"+id)
+	startTroupe(t, "registry", "registry", "--port", port, "--topic", "_schemas-"+id, "--brokers", e.brokerList())
 	eventually(t, 60*time.Second, "registry answers", func() (bool, string) {
 		resp, err := http.Get(e.registry + "/subjects")
 		if err != nil {
@@ -110,7 +118,7 @@ func newSagaEnv(t *testing.T, deadline string, edits ...string) *sagaEnv {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if out, err := runTroupe(t, ctx, "topics", "apply", "--topology", e.file); err != nil {
+	if out, err := runTroupe(t, ctx, "topics", "apply", "--topology", e.file, "--brokers", e.brokerList()); err != nil {
 		t.Fatalf("troupe topics apply: %v\n%s", err, out)
 	}
 
@@ -122,16 +130,19 @@ func newSagaEnv(t *testing.T, deadline string, edits ...string) *sagaEnv {
 	if err := orders.Register(e.serde); err != nil {
 		t.Fatal(err)
 	}
-	e.cl = newClient(t, kafkaharness.Brokers(), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	e.cl = newClient(t, e.brokers, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	return e
 }
+
+// brokerList is the env's brokers for --brokers.
+func (e *sagaEnv) brokerList() string { return strings.Join(e.brokers, ",") }
 
 // startStep starts one replica of a step (or the coordinator, name
 // "coordinator") as a `troupe run` process with its own state dir.
 func (e *sagaEnv) startStep(name, replica string, extra ...string) *troupeProc {
 	e.t.Helper()
 	addr := freeAddr(e.t)
-	args := []string{"run", "--topology", e.file, "--registry", e.registry, "--http", addr,
+	args := []string{"run", "--topology", e.file, "--registry", e.registry, "--http", addr, "--brokers", e.brokerList(),
 		"--state-dir", filepath.Join(e.dir, "state", name+"-"+replica)}
 	if name == "coordinator" {
 		args = append(args, "--coordinator", e.topo.Saga)
@@ -170,7 +181,7 @@ func (e *sagaEnv) chains(ctx context.Context, timeout time.Duration, done func(m
 	for _, tp := range e.topo.Topics {
 		topics = append(topics, tp.Name)
 	}
-	cl := newClient(e.t, kafkaharness.Brokers(), kgo.ConsumeTopics(topics...),
+	cl := newClient(e.t, e.brokers, kgo.ConsumeTopics(topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	out := map[string][]string{}
 	ctx, cancel := context.WithTimeout(ctx, timeout)

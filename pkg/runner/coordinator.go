@@ -14,6 +14,7 @@ import (
 	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/pkg/step"
 	"github.com/troupehq/troupe/pkg/topology"
+	"github.com/troupehq/troupe/pkg/ui"
 )
 
 // NewCoordinator builds the runtime of topology t's saga coordinator, its
@@ -85,6 +86,7 @@ func runCoordinator(ctx context.Context, app App, g *Globals, o RunOptions, t *t
 	defer admin.Close()
 	cluster := saga.NewCluster(store, self, t.CoordinatorGroup(), kadm.NewClient(admin))
 	saga.Mount(env.Server, cluster, cluster)
+	ui.Mount(env.Server)
 	log.Info().Str("http", "http://"+ln.Addr().String()).Str("advertise", self).Str("state_dir", dir).
 		Stringer("guarantee", gu).Strs("brokers", env.Kafka.Brokers).Msg("starting saga coordinator")
 	return serve(ctx, ln, env, rt.Run)

@@ -18,6 +18,7 @@ import (
 	"github.com/troupehq/troupe/pkg/registry"
 	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/pkg/topology"
+	"github.com/troupehq/troupe/pkg/ui"
 	topologies "github.com/troupehq/troupe/topology"
 )
 
@@ -135,6 +136,7 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 	}
 	// One process holds every partition: no peers to ask or redirect to.
 	saga.Mount(env.Server, store, nil)
+	ui.Mount(env.Server)
 	loops = append(loops, coord.Run)
 
 	producer, err := kafka.NewClient(ctx, kcfg)
@@ -158,7 +160,7 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 troupe dev is up: saga %q with steps %s and its coordinator.
   Kafka     %s   (any Kafka client; data in %s)
   registry  http://%s
-  HTTP      http://%s   (/metrics /healthz /readyz /api)
+  UI        http://%s   (also /api /metrics /healthz /readyz)
   demo      %g orders/s (--demo-rate; 0 = off)
 In another terminal:
   troupe tail --topic orders --follow

@@ -118,7 +118,7 @@ func TestDevUIInBrowser(t *testing.T) {
 	d := inst.DeadLetters[0]
 	for _, want := range []string{
 		`data-status="COMPLETED"`, `data-status="RUNNING"`, // the counts by status
-		`data-id="order-`,         // a row of the list
+		`data-id="order-`,                                          // a row of the list
 		`<table id="history">`, `OrderPlaced`, `PaymentAuthorized`, // the saga's history
 		"Outstanding dead letters (1)",
 		"troupe dlq replay --step inventory --partition " + strconv.Itoa(int(d.Partition)) + " --offset " + strconv.FormatInt(d.Offset, 10),

@@ -202,6 +202,10 @@ func (c *Coordinator) carry(sc *step.Context[Instance], inst *Instance, before s
 				return fmt.Errorf("emit SagaEnded (register saga.Ended with the serde: saga.Register): %w", err)
 			}
 			c.met.duration.WithLabelValues(c.t.App, c.t.Saga, string(a.Status)).Observe(max(inst.EndedAt.Sub(inst.StartedAt).Seconds(), 0))
+			if c.t.Retention > 0 {
+				// Late acks and dead letters still find it meanwhile.
+				sc.Expire(time.Now().Add(c.t.Retention))
+			}
 			if a.Status == Failed && before.pending != "" {
 				c.met.comps.WithLabelValues(c.t.App, c.t.Saga, before.pending, "failed").Inc()
 			}

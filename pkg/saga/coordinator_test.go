@@ -54,7 +54,11 @@ type coordDriver struct {
 
 func startCoordinator(t *testing.T) *coordDriver {
 	t.Helper()
-	topo := testTopology(t)
+	return startCoordinatorOf(t, testTopology(t))
+}
+
+func startCoordinatorOf(t *testing.T, topo *topology.Topology) *coordDriver {
+	t.Helper()
 	serde := avro.NewSerde(steptest.NewRegistry())
 	if err := orders.Register(serde); err != nil {
 		t.Fatal(err)
@@ -352,5 +356,33 @@ func TestCoordinatorRecordsDeadLetters(t *testing.T) {
 	d.instance("o-after", saga.Running)
 	if _, err := d.store.Instance(t.Context(), "o-unknown"); err == nil {
 		t.Error("a dead letter started an instance")
+	}
+}
+
+// With a retention, an ended instance is deleted that long after its end;
+// a running one is kept.
+func TestCoordinatorForgetsEndedInstances(t *testing.T) {
+	topo := testTopology(t)
+	topo.Deadline = time.Minute
+	topo.Retention = time.Second
+	d := startCoordinatorOf(t, topo)
+	d.send("gone", "OrderPlaced", "PaymentDeclined")
+	d.send("kept", "OrderPlaced")
+	d.instance("gone", saga.Compensated)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := d.store.Instance(t.Context(), "gone")
+		if errors.Is(err, saga.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ended instance still there 15 s after its end with a 1 s retention: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.instance("kept", saga.Running)
+	st, err := d.store.Stats(t.Context())
+	if err != nil || st.ByStatus[saga.Compensated] != 0 || st.ByStatus[saga.Running] != 1 {
+		t.Errorf("stats %+v %v, want 1 RUNNING and no COMPENSATED", st, err)
 	}
 }

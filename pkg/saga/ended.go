@@ -47,7 +47,7 @@ func ForStep(t *topology.Topology, name string) *step.Saga {
 	if !ok {
 		return nil
 	}
-	sc := &step.Saga{EndedTopic: t.EndedTopic(), CompletedBy: s.CompletedBy}
+	sc := &step.Saga{EndedTopic: t.EndedTopic(), CompletedBy: s.CompletedBy, Retention: t.Retention}
 	if c := s.Compensation; c.Command != "" {
 		sc.Command, sc.Ack, sc.KeyField = c.Command, c.Ack, t.Key
 		sc.AckTopic, _ = t.TopicOf(c.Ack)

@@ -501,6 +501,12 @@ func (c *cycle) fireTimers(now time.Time) error {
 			if err := c.txn.Delete(t.p, state.TimerIndexKey(id, name)); err != nil {
 				return err
 			}
+			if name == expireTimer {
+				if err := c.expire(t.p, id); err != nil {
+					return err
+				}
+				continue
+			}
 			if took, err := c.timerHook(t.p, id, name, at, d.tm); took || err != nil {
 				if err != nil {
 					return err

@@ -29,6 +29,7 @@ type stepMetrics struct {
 	restoreSeconds prometheus.Counter
 	restoring      prometheus.Gauge
 	timers         prometheus.Counter
+	expired        prometheus.Counter
 	lag            *prometheus.GaugeVec
 
 	processed, duplicate, ignored, failed prometheus.Counter
@@ -89,6 +90,10 @@ func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "timers_fired_total",
 		Help: "Durable timers fired.",
 	}, labels))
+	expired := metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "instances_expired_total",
+		Help: "Instances deleted from the store (and the changelog) after their retention (Context.Expire, Saga.Retention).",
+	}, labels))
 	lag := metrics.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "consumer_lag",
 		Help: "Records behind the end (last stable offset) of each input partition, as of the last fetch.",
@@ -103,6 +108,7 @@ func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
 		restoreSeconds: restoreSeconds.WithLabelValues(app, step),
 		restoring:      restoring.WithLabelValues(app, step),
 		timers:         timers.WithLabelValues(app, step),
+		expired:        expired.WithLabelValues(app, step),
 		lag:            lag,
 		retries:        retries.WithLabelValues(app, step),
 		deadLetters:    deadLetters.WithLabelValues(app, step),

@@ -120,6 +120,39 @@ func (c *Context[S]) SetTimer(name string, at time.Time) {
 	}})
 }
 
+// expireTimer is the timer of Context.Expire. Timer names starting with
+// "troupe." are the runtime's.
+const expireTimer = "troupe.expire"
+
+// Expire has the runtime forget the instance once at passes: its state, its
+// saga flags, the event ids it remembers for dedupe and its timers, deleted
+// from the store and, with a tombstone, from the changelog. It is for an
+// instance that is done for good (its saga ended): an event for it after
+// that starts a new instance, and a redelivered old event is no longer
+// recognised as a duplicate. Calling it again moves the time. An instance
+// blocked by a dead letter is kept until the dead letter is settled.
+func (c *Context[S]) Expire(at time.Time) {
+	c.c.timers = append(c.c.timers, timerOp{name: expireTimer, at: at})
+}
+
+// expire deletes instance id for its expireTimer. An instance blocked by a
+// dead letter is kept (its parked events wait for a replay or a discard)
+// and looked at again an hour later.
+func (c *cycle) expire(p int32, id string) error {
+	c.work++
+	if _, blocked, err := c.txn.Get(p, headKey(id)); err != nil || blocked {
+		if err != nil {
+			return err
+		}
+		return c.setTimer(p, id, timerOp{name: expireTimer, at: time.Now().Add(time.Hour)})
+	}
+	if err := c.cancelTimers(p, id); err != nil {
+		return err
+	}
+	c.rt.m.expired.Inc()
+	return c.txn.Delete(p, state.InstanceKey(id))
+}
+
 // EmitRaw produces value, an event of type typ (its full name, the ce_type)
 // already encoded for topic, keyed by the instance id, with headers derived
 // from the event being handled as Emit does.

@@ -57,6 +57,10 @@ type Saga struct {
 	// {KeyField: id}, every other field taking its schema default, so the
 	// Codec must be a JSONEncoder (an *avro.Serde is).
 	KeyField string
+	// Retention is how long the step keeps an instance after its SagaEnded
+	// (see Context.Expire); zero keeps it forever. Inputs of the instance
+	// are dropped while it is kept, and dedupe holds.
+	Retention time.Duration
 }
 
 // Outcomes of the saga rules, in troupe_step_events_total.
@@ -138,6 +142,9 @@ func (c *cycle) sagaInput(tc *taskCycle, r *kgo.Record, meta event.Metadata, id 
 		inst.Ended = true
 		if err := c.cancelTimers(p, id); err != nil {
 			return true, err
+		}
+		if sc.Retention > 0 {
+			(&Context[struct{}]{c: cl}).Expire(time.Now().Add(sc.Retention))
 		}
 		outcome = OutcomeEnded
 	case sc.Command != "" && meta.Type == sc.Command:
@@ -229,12 +236,15 @@ func (c *cycle) timerHook(p int32, id, name string, at time.Time, tm state.Timer
 	return false, nil
 }
 
-// cancelTimers cancels every pending timer of instance id.
+// cancelTimers cancels every pending timer of instance id but its expiry
+// (Context.Expire).
 func (c *cycle) cancelTimers(p int32, id string) error {
 	prefix := state.TimerIndexKey(id, "")
 	var names []string
 	err := c.txn.Scan(p, prefix, state.PrefixEnd(prefix), func(k, _ []byte) (bool, error) {
-		names = append(names, string(k[len(prefix):]))
+		if name := string(k[len(prefix):]); name != expireTimer {
+			names = append(names, name)
+		}
 		return true, nil
 	})
 	if err != nil {

@@ -94,10 +94,16 @@ type sagaDriver struct {
 
 func startSagaStep(t *testing.T) *sagaDriver {
 	t.Helper()
+	return startSagaStepKeeping(t, 0)
+}
+
+// startSagaStepKeeping starts the step with Saga.Retention set.
+func startSagaStepKeeping(t *testing.T, retention time.Duration) *sagaDriver {
+	t.Helper()
 	undos := &atomic.Int64{}
 	reg := prometheus.NewRegistry()
 	d, err := steptest.Start(sagaStep(undos), sagaSerde(t), steptest.Topics("out"), steptest.Registerer(reg),
-		steptest.Saga(step.Saga{EndedTopic: endedTopic, CompletedBy: "t.Done", Command: "t.Undo", Ack: "t.Undone", AckTopic: "acks", KeyField: "id"}))
+		steptest.Saga(step.Saga{EndedTopic: endedTopic, CompletedBy: "t.Done", Command: "t.Undo", Ack: "t.Undone", AckTopic: "acks", KeyField: "id", Retention: retention}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,6 +255,72 @@ func TestSagaEnded(t *testing.T) {
 		t.Errorf("compensation handler called %d times, want 1", n)
 	}
 	d.wantOutcomes(map[string]float64{step.OutcomeEnded: 2, step.OutcomeDropped: 1, step.OutcomeNullCompensation: 1})
+}
+
+// With a retention, an ended instance is kept (its inputs dropped) for that
+// long, then deleted: a later event starts it afresh. A null compensation
+// after the end, which cancels the instance's timers, does not cancel its
+// expiry.
+func TestSagaRetentionExpires(t *testing.T) {
+	const retention = 3 * time.Second // long enough for the checks while kept
+	d := startSagaStepKeeping(t, retention)
+	d.send("in", "a", Start{ID: "a"})
+	next[Done](d, "out", "a")
+	d.end("a")
+	d.end("n")
+	d.send("cmds", "n", Undo{ID: "n"}) // never completed: a null compensation
+	next[Undone](d, "acks", "n")
+	d.send("in", "a", Start{ID: "a"}) // ended and kept: dropped
+	d.wantOutcomes(map[string]float64{step.OutcomeEnded: 2, step.OutcomeDropped: 1, step.OutcomeNullCompensation: 1})
+	if w, ok, err := steptest.State[work](d.Driver, "a"); err != nil || !ok || w.Started != 1 {
+		t.Fatalf("state of a while kept: %+v %v %v", w, ok, err)
+	}
+
+	waitStart := time.Now()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, okA, errA := steptest.State[work](d.Driver, "a")
+		_, okN, errN := steptest.State[work](d.Driver, "n")
+		if errA != nil || errN != nil {
+			t.Fatal(errA, errN)
+		}
+		if !okA && !okN {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instances still there %s after their retention of %s (a: %v, n: %v)", 10*time.Second, retention, okA, okN)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("expired after %s", time.Since(waitStart))
+	if got := counterOf(t, d.reg, "troupe_step_instances_expired_total"); got != 2 {
+		t.Errorf("troupe_step_instances_expired_total = %v, want 2", got)
+	}
+	d.send("in", "a", Start{ID: "a"}) // forgotten: a new instance
+	next[Done](d, "out", "a")
+	if err := d.Runtime().WaitCommit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if w, ok, err := steptest.State[work](d.Driver, "a"); err != nil || !ok || w.Started != 1 {
+		t.Errorf("state of a after its expiry and a new Start: %+v %v %v, want Started 1", w, ok, err)
+	}
+}
+
+func counterOf(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 // A completion emitted by a timer counts: the instance's compensation runs

@@ -48,6 +48,7 @@ type rawRetry struct {
 
 type rawDoc struct {
 	app, saga, namespace, key, guarantee, trigger, deadline ref
+	retention                                               ref
 	partitions, replication                                 int
 	topics                                                  []rawTopic
 	completesOn, failsOn                                    []ref
@@ -160,6 +161,7 @@ func (p *parser) document(doc *yaml.Node) *rawDoc {
 		"completes_on": func(v *yaml.Node) { p.list(v, &r.completesOn) },
 		"fails_on":     func(v *yaml.Node) { p.list(v, &r.failsOn) },
 		"deadline":     func(v *yaml.Node) { p.str(v, &r.deadline) },
+		"retention":    func(v *yaml.Node) { p.str(v, &r.retention) },
 		"topics": func(v *yaml.Node) {
 			p.seq(v, "topics", func(n *yaml.Node) {
 				var t rawTopic
@@ -309,6 +311,7 @@ func (p *parser) build(r *rawDoc) *Topology {
 		p.errorf(r.guarantee.line, "use exactly_once (default) or at_least_once", "unknown guarantee %q", r.guarantee.name)
 	}
 	t.Deadline = p.duration(r.deadline, 0, "deadline")
+	t.Retention = p.duration(r.retention, 0, "retention")
 	t.Retry = p.retryPolicy(r.retry, Retry{Attempts: 5, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second, Jitter: 0.2}, "retry")
 	t.Compensate = CompensationPolicy{
 		Timeout:  p.duration(r.compTimeout, 10*time.Second, "compensation.timeout"),

@@ -37,9 +37,12 @@ type Topology struct {
 	CompletesOn []string // full names of the events that complete an instance
 	FailsOn     []string // full names of the events that fail an instance
 	Deadline    time.Duration
-	Steps       []Step
-	Retry       Retry
-	Compensate  CompensationPolicy
+	// Retention is how long an ended instance is kept, by every step and
+	// the coordinator, before it is deleted; zero keeps it forever.
+	Retention  time.Duration
+	Steps      []Step
+	Retry      Retry
+	Compensate CompensationPolicy
 	// Warnings are problems that do not stop the topology from running.
 	Warnings []Problem
 }

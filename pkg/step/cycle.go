@@ -115,8 +115,16 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 			}
 			return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
 		case prodErr != nil:
+			// The transaction is aborted and the session rewound to the
+			// committed offsets, as after a rebalance: a broker lost
+			// mid-transaction, or the transaction timed out (the next
+			// Begin recovers the producer id, KIP-588). Only a failure that
+			// lasts is fatal.
 			c.txn.Discard()
-			return fmt.Errorf("transaction aborted: %w (does the topic exist?)", prodErr)
+			rt.m.aborts.Inc()
+			if err := rt.produceFailing(prodErr); err != nil {
+				return err
+			}
 		case !committed:
 			// Aborted: the session rewound to the committed offsets, and
 			// the records are fetched and handled again.
@@ -130,6 +138,7 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 				return err
 			}
 			c.rewindFetch()
+			rt.produceOK()
 		}
 		if c.failed != nil {
 			rt.stopTask(c.failed.t, c.failed.err)
@@ -137,6 +146,38 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		rt.endInterval()
 	}
 	return nil
+}
+
+// produceFailTimeout is how long produce errors may abort every interval
+// before the step gives up: longer than a broker's failover, shorter than
+// an operator's patience with a topic that is gone.
+const produceFailTimeout = 2 * time.Minute
+
+// produceFailing notes an interval aborted by a produce error, logging the
+// first of a run of them and then one every 10 s, and fails once they have
+// lasted produceFailTimeout.
+func (rt *Runtime) produceFailing(err error) error {
+	now := time.Now()
+	if rt.prodFailSince.IsZero() {
+		rt.prodFailSince = now
+	}
+	if d := now.Sub(rt.prodFailSince); d > produceFailTimeout {
+		return fmt.Errorf("producing has failed for %s, every transaction aborted: %w (does the topic exist? is the cluster reachable?)", d.Round(time.Second), err)
+	}
+	if now.Sub(rt.prodFailLogged) >= 10*time.Second {
+		rt.prodFailLogged = now
+		rt.log.Warn().Err(err).Dur("failing_for", now.Sub(rt.prodFailSince)).
+			Msg("produce failed; transaction aborted, processing again from the last commit")
+	}
+	return nil
+}
+
+// produceOK ends a run of produce errors.
+func (rt *Runtime) produceOK() {
+	if !rt.prodFailSince.IsZero() {
+		rt.log.Info().Dur("after", time.Since(rt.prodFailSince)).Msg("producing again; transactions commit")
+		rt.prodFailSince, rt.prodFailLogged = time.Time{}, time.Time{}
+	}
 }
 
 // runAtLeastOnce is the at-least-once loop: each interval flushes its

@@ -53,6 +53,10 @@ type Runtime struct {
 	// pending holds at-least-once offsets not yet committed (a failed
 	// commit is retried with the next one).
 	pending map[string]map[int32]kgo.EpochOffset
+	// prodFailSince is when a run of intervals aborted by produce errors
+	// began (exactly-once; zero when the last one committed), and
+	// prodFailLogged when it was last logged. Loop only.
+	prodFailSince, prodFailLogged time.Time
 
 	// ended is closed and replaced at the end of every interval (WaitCommit).
 	endMu sync.Mutex

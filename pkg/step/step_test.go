@@ -8,13 +8,17 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/event"
@@ -630,5 +634,63 @@ func TestStaleStoreCatchesUp(t *testing.T) {
 	checkOutputs(t, e, outs, want, true)
 	if got := counts(t, dir, e.app, 4); !maps.Equal(got, want) {
 		t.Fatalf("state counts %v, want %v", got, want)
+	}
+}
+
+// Produce errors in the middle of exactly-once work (a broker lost with a
+// transaction open, a transaction the coordinator timed out) abort the
+// interval; the step processes again from the last commit and carries on,
+// each input answered once.
+func TestProduceErrorsAbortAndRecover(t *testing.T) {
+	const n, instances = 600, 20
+	e := newEnv(t, 4)
+	tds, err := kadm.NewClient(e.cl).ListTopics(context.Background(), "counted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := tds["counted"].ID // produce v13+ names topics by id
+	var failures atomic.Int32
+	failures.Store(3)
+	e.c.ControlKey(int16(kmsg.Produce), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		e.c.KeepControl()
+		req := kreq.(*kmsg.ProduceRequest)
+		isCounted := func(t kmsg.ProduceRequestTopic) bool { return t.Topic == "counted" || t.TopicID == counted }
+		if !slices.ContainsFunc(req.Topics, isCounted) || failures.Add(-1) < 0 {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.InvalidRecord.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	e.produce(0, n, instances)
+	dir := t.TempDir()
+	r := start(t, countStep(e.app), e.config(dir, ExactlyOnce))
+	outs := e.counted(n, 30*time.Second)
+	if err := r.stop(); err != nil {
+		t.Fatalf("the step stopped on produce errors: %v", err)
+	}
+	if failures.Load() >= 0 {
+		t.Fatalf("the produce errors were not injected (%d left)", failures.Load())
+	}
+	want := wantCounts(n, instances)
+	checkOutputs(t, e, outs, want, true)
+	if len(outs) != n {
+		t.Fatalf("%d outputs for %d inputs", len(outs), n)
+	}
+	if got := counts(t, dir, e.app, 4); !maps.Equal(got, want) {
+		t.Fatalf("state counts %v, want %v", got, want)
+	}
+	if got := counterValue(t, r.rt.m.aborts); got < 1 {
+		t.Errorf("aborts metric %v, want the failed transactions counted", got)
 	}
 }

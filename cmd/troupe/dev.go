@@ -15,7 +15,8 @@ const devLong = `Runs the whole troupe stack in one process, for development and
   - the built-in schema registry on --registry-port, with the example's schemas;
   - every topic of the topology (troupe topics apply);
   - every step of the example order saga, each with its state under --data-dir;
-  - the HTTP server on --http: /metrics, /healthz, /readyz and the API;
+  - the HTTP server on --http: the UI at /, /metrics, /healthz, /readyz and
+    the saga API;
   - a demo load (--demo-rate orders/s) with orders that complete and orders
     that fail and are compensated, and a summary line every few seconds.
 
@@ -47,7 +48,7 @@ func newDevCmd(g *globals) *cobra.Command {
 	fl.IntVar(&o.KafkaPort, "kafka-port", 9092, "port of the embedded Kafka broker (loopback)")
 	fl.IntVar(&o.RegistryPort, "registry-port", 8081, "port of the built-in schema registry (loopback)")
 	fl.StringVar(&o.DataDir, "data-dir", ".troupe", "directory for the broker's data and the steps' state")
-	fl.StringVar(&o.HTTP, "http", "127.0.0.1:8080", "address of the HTTP server (/metrics, /healthz, /readyz, /api)")
+	fl.StringVar(&o.HTTP, "http", "127.0.0.1:8080", "address of the HTTP server (the UI at /, /metrics, /healthz, /readyz, /api)")
 	fl.Float64Var(&o.DemoRate, "demo-rate", 5, "demo orders per second (0 = no demo load)")
 	fl.StringVar(&o.Topology, "topology", "", "topology file (default: the embedded example, topology/orders.yaml)")
 	return cmd

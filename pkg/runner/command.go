@@ -25,7 +25,8 @@ batch, commits it and exits.
 --coordinator SAGA runs the saga's coordinator instead (group
 <app>.saga.<saga>): instance status and history, deadlines, compensation in
 reverse order, SagaEnded. It serves the saga API on --http (GET /api/sagas,
-/api/sagas/{id}, /api/sagas/stats); run several and each answers for its
+/api/sagas/{id}, /api/sagas/stats) and the UI at /; run several and each
+answers for its
 partitions, redirecting or asking its peers (at their --advertise-http) for
 the rest.`
 
@@ -52,7 +53,7 @@ func RunCommand(app App, g *Globals) *cobra.Command {
 	f.StringVar(&o.Coordinator, "coordinator", "", "run the coordinator of this saga instead of a step")
 	f.StringVar(&o.StateDir, "state-dir", "", "directory of this process's local state (default .troupe/state/<app>.<step>)")
 	f.StringVar(&o.Guarantee, "guarantee", "", "exactly_once or at_least_once (default: the topology's)")
-	f.StringVar(&o.HTTP, "http", defaultHTTP, "address of /metrics, /healthz, /readyz (and the saga API with --coordinator)")
+	f.StringVar(&o.HTTP, "http", defaultHTTP, "address of /metrics, /healthz, /readyz (and the saga API and UI with --coordinator)")
 	f.StringVar(&o.Advertise, "advertise-http", "", "with --coordinator: the base URL other coordinators reach this one's API at (default http://<--http>, with the host name when --http is 0.0.0.0)")
 	return cmd
 }

@@ -3,8 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -239,26 +237,6 @@ func checkOnce(t *testing.T, counts map[int64][]int64, n int) {
 	if len(missing)+len(dup) > 0 || len(counts) != n {
 		t.Fatalf("%d ticks unanswered (first %v), %d answered more than once (first %v), %d answered", len(missing), missing[:min(10, len(missing))], len(dup), dup[:min(10, len(dup))], len(counts))
 	}
-}
-
-// metricWhere sums the samples of a metric whose labels contain label.
-func (p *countProc) metricWhere(name, label string) float64 {
-	resp, err := http.Get(p.metrics)
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var sum float64
-	for _, s := range strings.Split(string(body), "\n") {
-		if !strings.HasPrefix(s, name+"{") || !strings.Contains(s, label) {
-			continue
-		}
-		if v, err := strconv.ParseFloat(s[strings.LastIndexByte(s, ' ')+1:], 64); err == nil {
-			sum += v
-		}
-	}
-	return sum
 }
 
 // waitGauge waits until a gauge of the process is v.

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -380,7 +379,11 @@ func (p *countProc) tail(n int) string {
 
 // metric sums the samples of a metric the process serves; -1 if it cannot
 // be read.
-func (p *countProc) metric(name string) float64 {
+func (p *countProc) metric(name string) float64 { return p.metricWhere(name, "") }
+
+// metricWhere sums the samples of a metric whose labels contain label
+// (any, when empty); -1 if it cannot be read.
+func (p *countProc) metricWhere(name, label string) float64 {
 	resp, err := http.Get(p.metrics)
 	if err != nil {
 		return -1
@@ -388,9 +391,8 @@ func (p *countProc) metric(name string) float64 {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	var sum float64
-	for _, line := range bytes.Split(body, []byte("\n")) {
-		s := string(line)
-		if !strings.HasPrefix(s, name+" ") && !strings.HasPrefix(s, name+"{") {
+	for _, s := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(s, name+" ") && !strings.HasPrefix(s, name+"{") || !strings.Contains(s, label) {
 			continue
 		}
 		if v, err := strconv.ParseFloat(s[strings.LastIndexByte(s, ' ')+1:], 64); err == nil {

@@ -26,14 +26,7 @@ func (e *Env) NewCoordinator(t *topology.Topology, o StepOptions) (*step.Runtime
 		return nil, nil, err
 	}
 	c := saga.NewCoordinator(t, e.Serde, e.Metrics)
-	rt, err := step.NewRuntime(c.Step(), step.Config{
-		Kafka:      e.Kafka,
-		Codec:      e.Serde,
-		StateDir:   o.StateDir,
-		Guarantee:  o.Guarantee,
-		Registerer: e.Metrics,
-		Logger:     e.Log,
-	})
+	rt, err := step.NewRuntime(c.Step(), e.stepConfig(o))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -73,21 +73,27 @@ type StepOptions struct {
 // readiness on the env's server. The runtime keeps the saga's rules for the
 // step (saga.ForStep): SagaEnded, the compensation barrier.
 func (e *Env) NewStep(t *topology.Topology, def step.Definition, name string, o StepOptions) (*step.Runtime, error) {
-	rt, err := step.NewRuntime(def, step.Config{
+	cfg := e.stepConfig(o)
+	cfg.Saga, cfg.Retry = saga.ForStep(t, name), RetryOf(t, name)
+	rt, err := step.NewRuntime(def, cfg)
+	if err != nil {
+		return nil, err
+	}
+	e.Server.AddReadiness("step "+name, rt.Ready)
+	return rt, nil
+}
+
+// stepConfig is the runtime config every step and coordinator of the env
+// shares.
+func (e *Env) stepConfig(o StepOptions) step.Config {
+	return step.Config{
 		Kafka:      e.Kafka,
 		Codec:      e.Serde,
 		StateDir:   o.StateDir,
 		Guarantee:  o.Guarantee,
 		Registerer: e.Metrics,
 		Logger:     e.Log,
-		Saga:       saga.ForStep(t, name),
-		Retry:      RetryOf(t, name),
-	})
-	if err != nil {
-		return nil, err
 	}
-	e.Server.AddReadiness("step "+name, rt.Ready)
-	return rt, nil
 }
 
 // RetryOf is the retry policy of step name of topology t (the step's retry:

@@ -257,36 +257,15 @@ type Output struct {
 // Next returns the next event on topic (read_committed: only what the step
 // committed), waiting up to Timeout.
 func (d *Driver) Next(topic string) (Output, error) {
-	d.mu.Lock()
-	r := d.readers[topic]
-	if r == nil {
-		var err error
-		r, err = kgo.NewClient(kgo.SeedBrokers(d.kcfg.Brokers...), kgo.ConsumeTopics(topic),
-			kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-		if err != nil {
-			d.mu.Unlock()
-			return Output{}, err
-		}
-		d.readers[topic] = r
-	}
-	d.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
-	defer cancel()
-	var rec *kgo.Record
-	for rec == nil {
-		fs := r.PollRecords(ctx, 1)
-		if ctx.Err() != nil {
-			return Output{}, fmt.Errorf("steptest: nothing on %s within %s", topic, Timeout)
-		}
-		if rs := fs.Records(); len(rs) > 0 {
-			rec = rs[0]
-		}
+	rec, err := d.nextRecord(topic)
+	if err != nil {
+		return Output{}, err
 	}
 	m, err := event.FromRecord(rec)
 	if err != nil {
 		return Output{}, err
 	}
-	_, v, err := d.codec.Decode(ctx, rec.Value)
+	_, v, err := d.codec.Decode(context.Background(), rec.Value)
 	if err != nil {
 		return Output{}, fmt.Errorf("steptest: decode %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
 	}

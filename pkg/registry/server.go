@@ -42,6 +42,10 @@ type Config struct {
 	// LoadTimeout bounds how long a request waits for the registry to finish
 	// reading the topic at start (it then fails with 503). Default 30 s.
 	LoadTimeout time.Duration
+	// TopicWait bounds how long Run waits at start for the topic, once
+	// created, to be visible on every broker (kafka.TopicWait). Default
+	// kafka.DefaultTopicWait.
+	TopicWait time.Duration
 }
 
 func (c *Config) withDefaults() Config {
@@ -160,7 +164,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	if err := s.ensureTopic(ctx, adm); err != nil {
+	if err := s.ensureTopic(ctx, cl, adm); err != nil {
 		return err
 	}
 	end, err := s.endOffset(ctx, adm)
@@ -218,7 +222,10 @@ func (s *Server) markReady(start time.Time) {
 	})
 }
 
-func (s *Server) ensureTopic(ctx context.Context, adm *kadm.Client) error {
+// ensureTopic creates the topic if it is missing and waits until every
+// broker sees it: on a cluster, the brokers learn of a new topic at
+// different times, and the first read may go to any of them.
+func (s *Server) ensureTopic(ctx context.Context, cl *kgo.Client, adm *kadm.Client) error {
 	compact := "compact"
 	_, err := adm.CreateTopic(ctx, 1, s.cfg.ReplicationFactor, map[string]*string{"cleanup.policy": &compact}, s.cfg.Topic)
 	switch {
@@ -228,12 +235,15 @@ func (s *Server) ensureTopic(ctx context.Context, adm *kadm.Client) error {
 	default:
 		return fmt.Errorf("create schemas topic %s: %w", s.cfg.Topic, err)
 	}
-	topics, err := adm.ListTopicsWithInternal(ctx, s.cfg.Topic)
+	topics, err := kafka.AwaitTopics(ctx, cl, []string{s.cfg.Topic}, kafka.TopicWait{Max: s.cfg.TopicWait, Log: s.log})
 	if err != nil {
-		return fmt.Errorf("describe schemas topic %s: %w", s.cfg.Topic, err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("schemas topic %s exists but not on every broker: %w (check the brokers' logs)", s.cfg.Topic, err)
 	}
-	if d, ok := topics[s.cfg.Topic]; ok && d.Err == nil && len(d.Partitions) != 1 {
-		return fmt.Errorf("schemas topic %s has %d partitions; it needs exactly 1 so that every instance applies changes in one order (recreate it, or set another topic)", s.cfg.Topic, len(d.Partitions))
+	if n := len(topics[s.cfg.Topic].Partitions); n != 1 {
+		return fmt.Errorf("schemas topic %s has %d partitions; it needs exactly 1 so that every instance applies changes in one order (recreate it, or set another topic)", s.cfg.Topic, n)
 	}
 	return nil
 }

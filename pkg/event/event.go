@@ -8,11 +8,21 @@
 //	ce_specversion=1.0  ce_id=<UUIDv7>  ce_source=<step or client>
 //	ce_type=<Avro full name>  ce_time=<RFC 3339>  content-type=application/avro
 //	ce_sagaid  ce_causationid  ce_correlationid  traceparent
+//
+// It is liberal in what it accepts from other producers and exact in what it
+// emits. FromRecord takes ce_time as RFC 3339 with or without a zone (none
+// means UTC), with a space for the T, or as epoch milliseconds; a record
+// without ce_id gets an id derived from its place in Kafka (DerivedID), so
+// that a redelivery of it is still recognised; a record without ce_type
+// leaves Type empty for the consumer to learn from the Avro schema. Headers
+// always writes ce_time as RFC 3339 in UTC.
 package event
 
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -46,11 +56,34 @@ type Metadata struct {
 	CausationID   string    // ce_id of the event that caused this one
 	CorrelationID string    // shared by every event of one saga instance
 	TraceParent   string    // W3C trace context, passed through untouched
+	// IDDerived says the record had no ce_id: ID is DerivedID of its place,
+	// which dedupes a redelivery of the record but not a producer's retry
+	// (a second record). Consumers count such events.
+	IDDerived bool
 }
 
 // ErrNoID means a record has no ce_id header: it was not produced by a
-// CloudEvents-aware client, and cannot be deduplicated.
+// CloudEvents-aware client. FromRecord does not return it (it derives an id
+// and sets Metadata.IDDerived); it is for callers that require one.
 var ErrNoID = errors.New("event has no ce_id header")
+
+// DerivedID is the id of an event that arrived without ce_id: its topic,
+// partition and offset, as "topic/partition@offset" (the place a dead letter
+// names). The same record read twice gets the same id, so the dedupe set
+// still drops a redelivery.
+func DerivedID(topic string, partition int32, offset int64) string {
+	return topic + "/" + strconv.FormatInt(int64(partition), 10) + "@" + strconv.FormatInt(offset, 10)
+}
+
+// The provenance headers of a dead letter (package dlq writes them): where
+// the failed record was consumed. A replayed dead letter without ce_id keeps
+// the id derived from that first place, so replaying it twice is still seen
+// as one event.
+const (
+	dlqTopic     = "troupe_dlq_topic"
+	dlqPartition = "troupe_dlq_partition"
+	dlqOffset    = "troupe_dlq_offset"
+)
 
 // NewID returns a new event id: a UUIDv7, time-ordered and unique.
 func NewID() string {
@@ -103,39 +136,131 @@ func (m Metadata) Headers() []kgo.RecordHeader {
 	return h
 }
 
-// FromRecord reads the metadata of r. Missing headers leave fields empty; the
-// saga id falls back to the record key. A malformed ce_time is an error.
+// FromRecord reads the metadata of r. Missing headers leave fields empty,
+// except the saga id, which falls back to the record key, and the id: a
+// record without ce_id (or with an empty one) gets DerivedID of its place,
+// or of the place its dead-letter headers name, with IDDerived set. ce_time
+// is read by ParseTime; a value it does not accept is an error. When a header
+// appears twice the first counts, as for Header.
 func FromRecord(r *kgo.Record) (Metadata, error) {
 	var m Metadata
+	var seen uint16
+	var dlqT, dlqP, dlqO string
 	for _, h := range r.Headers {
 		v := string(h.Value)
+		var f *string
+		var bit uint16
 		switch h.Key {
 		case HeaderID:
-			m.ID = v
+			f, bit = &m.ID, 1<<0
 		case HeaderSource:
-			m.Source = v
+			f, bit = &m.Source, 1<<1
 		case HeaderType:
-			m.Type = v
+			f, bit = &m.Type, 1<<2
+		case HeaderSagaID:
+			f, bit = &m.SagaID, 1<<3
+		case HeaderCausationID:
+			f, bit = &m.CausationID, 1<<4
+		case HeaderCorrelationID:
+			f, bit = &m.CorrelationID, 1<<5
+		case HeaderTraceParent:
+			f, bit = &m.TraceParent, 1<<6
 		case HeaderTime:
-			t, err := time.Parse(time.RFC3339Nano, v)
+			if seen&(1<<7) != 0 {
+				continue
+			}
+			seen |= 1 << 7
+			if strings.TrimSpace(v) == "" {
+				continue
+			}
+			t, err := ParseTime(v)
 			if err != nil {
-				return m, fmt.Errorf("header %s=%q is not RFC 3339: %w", HeaderTime, v, err)
+				return m, fmt.Errorf("header %s: %w", HeaderTime, err)
 			}
 			m.Time = t
-		case HeaderSagaID:
-			m.SagaID = v
-		case HeaderCausationID:
-			m.CausationID = v
-		case HeaderCorrelationID:
-			m.CorrelationID = v
-		case HeaderTraceParent:
-			m.TraceParent = v
+			continue
+		case dlqTopic:
+			f, bit = &dlqT, 1<<8
+		case dlqPartition:
+			f, bit = &dlqP, 1<<9
+		case dlqOffset:
+			f, bit = &dlqO, 1<<10
+		default:
+			continue
+		}
+		if seen&bit == 0 {
+			seen |= bit
+			*f = v
 		}
 	}
 	if m.SagaID == "" {
 		m.SagaID = string(r.Key)
 	}
+	if m.ID == "" {
+		m.ID, m.IDDerived = DerivedID(r.Topic, r.Partition, r.Offset), true
+		p, errP := strconv.ParseInt(dlqP, 10, 32)
+		o, errO := strconv.ParseInt(dlqO, 10, 64)
+		if dlqT != "" && errP == nil && errO == nil {
+			m.ID = DerivedID(dlqT, int32(p), o)
+		}
+	}
 	return m, nil
+}
+
+// The forms of ce_time that ParseTime accepts besides epoch milliseconds:
+// RFC 3339, also with a space for the T, without a zone (UTC), or with a
+// zone without its colon. A fractional second is accepted after the seconds
+// of each.
+var timeLayouts = []string{
+	time.RFC3339,
+	"2006-01-02T15:04:05",
+	"2006-01-02T15:04:05Z0700",
+	"2006-01-02 15:04:05Z07:00",
+	"2006-01-02 15:04:05",
+	"2006-01-02 15:04:05Z0700",
+}
+
+// Bounds of what RFC 3339 can write: years 0000 to 9999, in UTC.
+var (
+	minTime = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxTime = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// ParseTime reads a ce_time as producers send it: RFC 3339 with or without
+// a zone (none means UTC, as Python's datetime.utcnow().isoformat() writes
+// it), with or without fractional seconds, with a T or a space between date
+// and time, or an integer of milliseconds since the Unix epoch. The result
+// is in UTC. Anything else, or a time outside the years 0000-9999, is an
+// error that lists the accepted forms.
+func ParseTime(s string) (time.Time, error) {
+	v := strings.TrimSpace(s)
+	if digits := strings.TrimPrefix(v, "-"); digits != "" && strings.Trim(digits, "0123456789") == "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms < minTime.UnixMilli() || ms >= maxTime.UnixMilli() {
+			return time.Time{}, fmt.Errorf("%q: epoch milliseconds out of range (years 0000-9999)", s)
+		}
+		return time.UnixMilli(ms).UTC(), nil
+	}
+	v = strings.Map(func(r rune) rune {
+		switch r {
+		case 't':
+			return 'T'
+		case 'z':
+			return 'Z'
+		}
+		return r
+	}, v)
+	for _, layout := range timeLayouts {
+		t, err := time.Parse(layout, v)
+		if err != nil {
+			continue
+		}
+		if t = t.UTC(); t.Before(minTime) || !t.Before(maxTime) {
+			return time.Time{}, fmt.Errorf("%q: out of range (years 0000-9999 in UTC)", s)
+		}
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q is not a time: send RFC 3339 (2006-01-02T15:04:05.123Z; without a zone it is taken as UTC) or epoch milliseconds", s)
 }
 
 // Header returns the value of the first header named key in r, and whether

@@ -152,10 +152,14 @@ func TestRecoveryReplayAfterFix(t *testing.T) {
 	checkOnce(t, counts, n)
 	waitGauge(t, p, "troupe_step_parked_events", 0)
 
-	// A second replay is a duplicate: nothing changes.
+	// A second replay is refused (the dead letter is settled); forced, it
+	// is a duplicate: nothing changes.
+	if out, err := runTroupe(t, ctx, "dlq", "replay", "--topology", topo, "--step", "count", "--all"); err != nil || !strings.Contains(out, "settled already") {
+		t.Fatalf("second troupe dlq replay: %v, want nothing replayed as settled already\n%s", err, out)
+	}
 	dups := p.metricWhere("troupe_step_events_total", `outcome="duplicate"`)
-	if out, err := runTroupe(t, ctx, "dlq", "replay", "--topology", topo, "--step", "count", "--all"); err != nil {
-		t.Fatalf("second troupe dlq replay: %v\n%s", err, out)
+	if out, err := runTroupe(t, ctx, "dlq", "replay", "--topology", topo, "--step", "count", "--all", "--force"); err != nil {
+		t.Fatalf("forced troupe dlq replay: %v\n%s", err, out)
 	}
 	eventually(t, 20*time.Second, "the second replay is dropped as a duplicate", func() (bool, string) {
 		got := p.metricWhere("troupe_step_events_total", `outcome="duplicate"`)

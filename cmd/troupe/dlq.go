@@ -37,12 +37,23 @@ order, until you either
            Replaying twice is harmless: steps deduplicate events by ce_id.
   discard  it: the step drops the event and runs the parked ones.
 
+Each dead letter is settled once: --all and --since select the outstanding
+ones (neither replayed nor discarded yet) and skip the others, saying so.
+Replaying or discarding a settled one by --offset writes nothing: it says
+how it was settled and exits 0 when that is what was asked (a second
+discard of a discarded letter), 2 otherwise; --force writes anyway (e.g.
+replaying a letter whose earlier replay was lost). A replay that fails
+again is a new dead letter, at a new offset, outstanding in turn.
+
 Select dead letters with --offset N (add --partition P when several
 partitions hold that offset), --all, or --since TIME (RFC 3339, or relative
-like -1h, -2d). 'troupe dlq list' shows the offsets.`
+like -1h, -2d). 'troupe dlq list' shows the offsets.
+
+The saga's coordinator is a step too: --step saga.<saga> (or --coordinator
+SAGA) works on its dead letters, <app>.saga.<saga>.dlq.`
 
 func newDLQCmd(g *globals) *cobra.Command {
-	var file, step string
+	var file, step, coordinator string
 	cmd := &cobra.Command{
 		Use:   "dlq",
 		Short: "List, show, replay and discard a step's dead letters",
@@ -51,23 +62,22 @@ func newDLQCmd(g *globals) *cobra.Command {
   troupe dlq show --step payment --offset 3
   troupe dlq replay --step payment --since -1h --dry-run
   troupe dlq replay --step payment --all --rate 50
-  troupe dlq discard --step payment --partition 2 --offset 7`,
+  troupe dlq discard --step payment --partition 2 --offset 7
+  troupe dlq list --coordinator order-fulfillment`,
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&file, "topology", "topology/orders.yaml", "topology file")
-	pf.StringVar(&step, "step", "", "the step whose dead letters to work on (required)")
+	pf.StringVar(&step, "step", "", "the step whose dead letters to work on (this or --coordinator is required); the coordinator is saga.<saga>")
+	pf.StringVar(&coordinator, "coordinator", "", "work on the dead letters of this saga's coordinator (the same as --step saga.SAGA)")
 
 	open := func(cmd *cobra.Command) (*dlq.Queue, *topology.Topology, error) {
 		t, err := loadTopology(file)
 		if err != nil {
 			return nil, nil, err
 		}
-		if step == "" {
-			return nil, nil, usagef("%s needs --step: the step whose dead letters to work on (steps in %s: %s)",
-				cmd.CommandPath(), file, strings.Join(t.StepNames(), ", "))
-		}
-		if _, ok := t.Step(step); !ok {
-			return nil, nil, usagef("unknown step %q: %s has steps %s", step, file, strings.Join(t.StepNames(), ", "))
+		step, err := resolveStep(t, step, coordinator, cmd.CommandPath())
+		if err != nil {
+			return nil, nil, err
 		}
 		q, err := dlq.Open(cmdContext(cmd), g.KafkaConfig(), step, t.DLQ(step), t.RetryTopic(step))
 		if errors.Is(err, replay.ErrUnknownTopic) {
@@ -125,7 +135,7 @@ the error.`,
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PARTITION\tOFFSET\tFAILED AT\tKEY\tEVENT TYPE\tATTEMPTS\tSTATUS\tERROR")
-			var replayed, discarded int
+			var replayed, discarded, outstanding int
 			for _, d := range dls {
 				status := "?"
 				if outcomes != nil {
@@ -136,6 +146,9 @@ the error.`,
 					}
 					if o.Discarded {
 						discarded++
+					}
+					if !o.Settled() {
+						outstanding++
 					}
 				}
 				typ, errText := t.ShortName(d.Event.Type), d.Error
@@ -151,7 +164,7 @@ the error.`,
 			tw.Flush()
 			fmt.Fprintf(out, "%d dead letter(s) in %s", len(dls), q.Topic)
 			if outcomes != nil {
-				fmt.Fprintf(out, " (%d replayed, %d discarded)", replayed, discarded)
+				fmt.Fprintf(out, " (%d outstanding, %d replayed, %d discarded)", outstanding, replayed, discarded)
 			}
 			fmt.Fprintln(out)
 			return nil
@@ -223,7 +236,19 @@ be decoded (often the reason it is here) is shown as a hex dump.`,
 			for _, h := range r.Headers {
 				fmt.Fprintf(out, "  %s: %s\n", h.Key, printable(h.Value, 0))
 			}
-			showValue(ctx, out, g.Registry, t, r.Value)
+			valueCut := false
+			if cuts := d.Cuts(); len(cuts) > 0 {
+				fmt.Fprintf(out, "cut to fit the DLQ (replay reads them back from %s partition %d offset %d while that topic retains it):\n", d.Source.Topic, d.Source.Partition, d.Source.Offset)
+				for _, c := range cuts {
+					fmt.Fprintf(out, "  %s\n", c)
+					valueCut = valueCut || c.Part == dlq.CutValue
+				}
+			}
+			if valueCut {
+				fmt.Fprintln(out, "value: cut (see above)")
+			} else {
+				showValue(ctx, out, g.Registry, t, r.Value)
+			}
 			return nil
 		},
 	}
@@ -273,6 +298,7 @@ func newDLQSendCmd(open openQueue, verb string) *cobra.Command {
 		all       bool
 		since     string
 		dryRun    bool
+		force     bool
 		rate      float64
 	)
 	cmd := &cobra.Command{Args: exactArgs(0, "")}
@@ -286,9 +312,12 @@ troupe_replay_count and troupe_replayed_from_* naming the dead letter. The
 step runs the event again and then the instance's parked events, in order.
 Fix the cause first: an event that fails again goes back to the DLQ.
 
-Replaying is safe to repeat: the step deduplicates events by ce_id, so a
-replay of an event it has already handled changes nothing. Prints each
-dead letter as it is written; --dry-run prints what would be written.`
+A dead letter is replayed once: --all and --since skip the settled ones
+(replayed or discarded already), and --offset of a settled one writes
+nothing (exit 0 if it was replayed, 2 if discarded) unless --force. A
+forced replay is safe: the step deduplicates events by ce_id, so a replay
+of an event it has already handled changes nothing. Prints each dead
+letter as it is written; --dry-run prints what would be written.`
 		cmd.Example = `  troupe dlq replay --step payment --offset 3
   troupe dlq replay --step payment --since -1h --dry-run
   troupe dlq replay --step payment --all --rate 100`
@@ -298,7 +327,10 @@ dead letter as it is written; --dry-run prints what would be written.`
 		cmd.Long = `Writes a discard marker for each selected dead letter to the step's retry
 topic, keyed by its instance: the step drops that event for good and runs
 the instance's parked events, in order. The dead letter stays in the DLQ
-(listed as discarded) and can still be replayed later.`
+(listed as discarded); replaying it later needs --force. A settled dead
+letter is not discarded again: --all skips it, and --offset of one writes
+nothing (exit 0 if it was discarded, 2 if replayed: then discard the new
+dead letter its replay made, if it failed again).`
 		cmd.Example = `  troupe dlq discard --step payment --offset 3
   troupe dlq discard --step payment --all --dry-run`
 	}
@@ -317,7 +349,12 @@ the instance's parked events, in order. The dead letter stays in the DLQ
 		defer q.Close()
 		out := cmd.OutOrStdout()
 		past, would := map[string]string{"replay": "replayed", "discard": "discarded"}[verb], "would "+verb
-		opts := dlq.SendOptions{DryRun: dryRun, Rate: rate, OnSent: func(d dlq.DeadLetter, r *kgo.Record) {
+		var skipped int
+		opts := dlq.SendOptions{DryRun: dryRun, Rate: rate, Force: force, OnSkipped: func(d dlq.DeadLetter, o dlq.Outcome) {
+			skipped++
+			fmt.Fprintf(out, "skipped %d@%d: key %s, settled already (%s at %s)\n", d.Record.Partition, d.Record.Offset,
+				printable(d.Record.Key, 40), o, o.Last.UTC().Format(time.RFC3339))
+		}, OnSent: func(d dlq.DeadLetter, r *kgo.Record) {
 			to := fmt.Sprintf("%s partition %d offset %d", r.Topic, r.Partition, r.Offset)
 			did := past
 			if dryRun {
@@ -344,6 +381,18 @@ the instance's parked events, in order. The dead letter stays in the DLQ
 		} else {
 			n, err = q.Discard(cmdContext(cmd), sel, opts)
 		}
+		var se *dlq.SettledError
+		if errors.As(err, &se) {
+			if (verb == "discard" && se.Outcome.Discarded) || (verb == "replay" && se.Outcome.Replays > 0) {
+				fmt.Fprintf(out, "nothing written: %v (add --force to %s it again)\n", err, verb)
+				return nil
+			}
+			hint := "add --force to replay it anyway (its parked events ran without it)"
+			if verb == "discard" {
+				hint = "if the replay failed again, discard the new dead letter it made ('troupe dlq list'); --force writes the marker anyway"
+			}
+			return usagef("nothing written: %v; %s", err, hint)
+		}
 		if err != nil {
 			if errors.Is(err, replay.ErrUnknownTopic) {
 				return fmt.Errorf("%w (create the topology's topics: troupe topics apply --topology %s)", err, t.File)
@@ -351,8 +400,14 @@ the instance's parked events, in order. The dead letter stays in the DLQ
 			return offsetUsage(err)
 		}
 		switch {
+		case n == 0 && skipped > 0:
+			fmt.Fprintf(out, "nothing to %s: the %d selected dead letter(s) of step %s are settled already (see 'troupe dlq list'; --force to %s them again)\n", verb, skipped, q.Step, verb)
 		case n == 0:
 			fmt.Fprintf(out, "nothing to %s: %s\n", verb, nothingIn(q, sel))
+		case skipped > 0 && dryRun:
+			fmt.Fprintf(out, "dry run: %d outstanding dead letter(s) of step %s selected, %d settled already skipped; nothing written to %s\n", n, q.Step, skipped, q.RetryTopic)
+		case skipped > 0:
+			fmt.Fprintf(out, "%s %d dead letter(s) of step %s into %s; %d settled already skipped\n", past, n, q.Step, q.RetryTopic, skipped)
 		case dryRun:
 			fmt.Fprintf(out, "dry run: %d dead letter(s) of step %s selected; nothing written to %s\n", n, q.Step, q.RetryTopic)
 		default:
@@ -363,8 +418,9 @@ the instance's parked events, in order. The dead letter stays in the DLQ
 	f := cmd.Flags()
 	f.Int64Var(&offset, "offset", -1, "the dead letter at this offset of the DLQ")
 	f.Int32Var(&partition, "partition", -1, "partition of the DLQ holding --offset (needed when several do)")
-	f.BoolVar(&all, "all", false, "every dead letter of the step")
+	f.BoolVar(&all, "all", false, "every outstanding dead letter of the step (not replayed or discarded yet)")
 	f.BoolVar(&dryRun, "dry-run", false, "print what would be written, write nothing")
+	f.BoolVar(&force, "force", false, "write for dead letters settled already (replayed or discarded) too")
 	f.Float64Var(&rate, "rate", 0, "at most N records per second (0: no limit)")
 	if verb == "replay" {
 		f.StringVar(&since, "since", "", "the dead letters that failed at or after TIME (RFC 3339, or relative: -1h, -2d)")

@@ -133,13 +133,15 @@ func TestDLQCommands(t *testing.T) {
 	expect(exitOK, []string{"orders.payment.dlq is empty: step payment has no dead letters"}, "dlq", "list")
 	expect(exitOK, []string{"nothing to replay: orders.payment.dlq is empty"}, "dlq", "replay", "--all")
 	expect(exitUsage, []string{"no offset 3: orders.payment.dlq is empty"}, "dlq", "show", "--offset", "3")
-	expect(exitUsage, []string{`unknown step "pay"`, "payment, inventory, shipping"}, "dlq", "list", "--step", "pay")
+	expect(exitUsage, []string{`unknown step "pay" (did you mean payment?)`, "payment, inventory, shipping, saga.order-fulfillment"}, "dlq", "list", "--step", "pay")
+	expect(exitUsage, []string{`unknown step "inventroy" (did you mean inventory?)`}, "dlq", "list", "--step", "inventroy")
+	expect(exitUsage, []string{`unknown command "lst" for "troupe dlq" (did you mean list?)`}, "dlq", "lst")
 	expect(exitUsage, []string{"exactly one of --offset N, --all or --since TIME"}, "dlq", "replay")
 	expect(exitUsage, []string{"exactly one of --offset N or --all"}, "dlq", "discard", "--all", "--offset", "1")
 	expect(exitUsage, []string{"--since", "neither RFC 3339"}, "dlq", "replay", "--since", "yesterday")
 
 	writeDeadLetters(t, ctx, cl)
-	out := expect(exitOK, []string{"3 dead letter(s) in orders.payment.dlq (0 replayed, 0 discarded)", "card 0 declined"}, "dlq", "list")
+	out := expect(exitOK, []string{"3 dead letter(s) in orders.payment.dlq (3 outstanding, 0 replayed, 0 discarded)", "card 0 declined"}, "dlq", "list")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 5 || !strings.HasPrefix(lines[1], "4 ") || !strings.Contains(lines[1], "order-0") || !strings.Contains(lines[1], "OrderPlaced") ||
 		!strings.Contains(lines[3], " - ") {
@@ -162,8 +164,78 @@ func TestDLQCommands(t *testing.T) {
 	expect(exitOK, []string{"replayed 4@1 -> orders.payment.retry partition 4 offset 0: key order-1, OrderPlaced, replay #1", "replayed 1 dead letter(s) of step payment"},
 		"dlq", "replay", "--offset", "1")
 	expect(exitOK, []string{"discarded 4@2 -> orders.payment.retry partition 4 offset 1: key order-2", "discarded 1 dead letter(s)"}, "dlq", "discard", "--offset", "2", "--partition", "4")
-	expect(exitOK, []string{"(1 replayed, 1 discarded)"}, "dlq", "list")
+	expect(exitOK, []string{"(1 outstanding, 1 replayed, 1 discarded)"}, "dlq", "list")
 	expect(exitOK, []string{"replayed (last at"}, "dlq", "show", "--offset", "1")
+
+	// Settled once: a second settle writes nothing and says so; --all is
+	// the outstanding ones.
+	retryLen := func() int64 {
+		t.Helper()
+		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, "orders.payment.retry")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+		return n
+	}
+	before := retryLen()
+	expect(exitOK, []string{"nothing written: dead letter 4@2 of orders.payment.dlq is settled already: discarded at"}, "dlq", "discard", "--offset", "2")
+	expect(exitUsage, []string{"settled already: replayed at", "discard the new dead letter"}, "dlq", "discard", "--offset", "1")
+	expect(exitOK, []string{"nothing written", "settled already: replayed"}, "dlq", "replay", "--offset", "1")
+	expect(exitUsage, []string{"settled already: discarded", "--force"}, "dlq", "replay", "--offset", "2")
+	out = expect(exitOK, []string{"would replay 4@0", "skipped 4@1: key order-1, settled already (replayed at", "1 outstanding dead letter(s)", "2 settled already skipped"}, "dlq", "replay", "--all", "--dry-run")
+	if strings.Contains(out, "would replay 4@1") || strings.Contains(out, "would replay 4@2") {
+		t.Errorf("replay --all --dry-run would replay settled dead letters:\n%s", out)
+	}
+	if got := retryLen(); got != before {
+		t.Fatalf("settles of settled dead letters wrote %d records to orders.payment.retry", got-before)
+	}
+	expect(exitOK, []string{"discarded 4@0", "discarded 1 dead letter(s) of step payment", "2 settled already skipped"}, "dlq", "discard", "--all")
+	expect(exitOK, []string{"nothing to replay: the 3 selected dead letter(s) of step payment are settled already"}, "dlq", "replay", "--all")
+	expect(exitOK, []string{"replayed 4@2 -> orders.payment.retry", "replay #1"}, "dlq", "replay", "--offset", "2", "--force")
+	expect(exitOK, []string{"(0 outstanding, 2 replayed, 2 discarded)"}, "dlq", "list")
+}
+
+// TestDLQCoordinator: the coordinator's dead letters are worked on like a
+// step's, by --step saga.<saga> or --coordinator <saga>.
+func TestDLQCoordinator(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	broker, cl := dlqTestCluster(t, ctx)
+	for _, tp := range []string{"orders.saga.order-fulfillment.dlq", "orders.saga.order-fulfillment.retry"} {
+		if _, err := kadm.NewClient(cl).CreateTopic(ctx, 8, 1, nil, tp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(wantCode int, want []string, args ...string) string {
+		t.Helper()
+		out, errs, code := dlqTestRun(t, ctx, append(args, "--brokers", broker, "--topology", testTopology)...)
+		if code != wantCode {
+			t.Fatalf("troupe %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, wantCode, out, errs)
+		}
+		for _, w := range want {
+			if !strings.Contains(out+errs, w) {
+				t.Errorf("troupe %s: output does not mention %q\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), w, out, errs)
+			}
+		}
+		return out
+	}
+	expect(exitOK, []string{"orders.saga.order-fulfillment.dlq is empty: step saga.order-fulfillment has no dead letters"}, "dlq", "list", "--coordinator", "order-fulfillment")
+	expect(exitUsage, []string{`unknown saga "order-fulfilment" (did you mean order-fulfillment?)`}, "dlq", "list", "--coordinator", "order-fulfilment")
+	expect(exitUsage, []string{"--step saga.order-fulfillment"}, "dlq", "list", "--step", "order-fulfillment")
+	expect(exitUsage, []string{"--step or --coordinator, not both"}, "dlq", "list", "--step", "payment", "--coordinator", "order-fulfillment")
+
+	meta := event.New("troupe.example.orders.OrderPlaced", "python", "order-9")
+	in := &kgo.Record{Topic: "orders", Partition: 3, Offset: 4, Key: []byte("order-9"), Value: avroOrder("order-9"), Headers: meta.Headers()}
+	dl := dlq.NewDeadLetter(in, "saga.order-fulfillment", errors.New("ce_time 2026-05-01T10:00:00 has no zone"), 1, time.Now())
+	dl.Topic = "orders.saga.order-fulfillment.dlq"
+	if err := cl.ProduceSync(ctx, dl).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	expect(exitOK, []string{"order-9", "has no zone", "1 dead letter(s) in orders.saga.order-fulfillment.dlq (1 outstanding"}, "dlq", "list", "--step", "saga.order-fulfillment")
+	expect(exitOK, []string{"replayed 3@0 -> orders.saga.order-fulfillment.retry partition 3", "of step saga.order-fulfillment"}, "dlq", "replay", "--coordinator", "order-fulfillment", "--offset", "0")
+	expect(exitOK, []string{"(0 outstanding, 1 replayed, 0 discarded)"}, "dlq", "list", "--coordinator", "order-fulfillment")
 }
 
 // TestDLQOutputSample prints what an operator sees, for review with -v.

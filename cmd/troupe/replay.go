@@ -15,7 +15,7 @@ func newReplayCmd(g *globals) *cobra.Command {
 	var (
 		topic, fromTime, toTime, toTopic, group string
 		fromOffset                              int64
-		dryRun, allowNew                        bool
+		dryRun, allowNew, create                bool
 	)
 	cmd := &cobra.Command{
 		Use:   "replay --topic T (--from-offset N | --from-time TIME) (--to-topic T2 | --group G)",
@@ -28,7 +28,9 @@ when the copy starts, or only records timestamped before --to-time TIME.
 Keys, values, headers and timestamps are kept; each record keeps its
 partition number when T2 has as many partitions as T, else its key places it
 (so an instance's events stay together and in order). Transactions that
-were aborted are not copied. Progress goes to stderr every second.
+were aborted are not copied. Progress goes to stderr every second. T2 must
+exist: create it with 'troupe topics create T2 --partitions N' (N as T's,
+so records keep their partitions), or add --create to make it so.
 
 --group G rewinds consumer group G on T: its committed offsets are set to
 --from-offset N (clamped to what each partition holds) or to the first
@@ -39,7 +41,7 @@ deduplicate events by ce_id, so reprocessing has no double effects.
 
 TIME is RFC 3339 (2026-05-01T12:00:00Z) or relative to now (-1h, -30m, -2d).`,
 		Example: `  # copy yesterday's 10:00-11:00 orders into a scratch topic
-  troupe replay --topic orders --from-time 2026-05-01T10:00:00Z --to-time 2026-05-01T11:00:00Z --to-topic orders-replay
+  troupe replay --topic orders --from-time 2026-05-01T10:00:00Z --to-time 2026-05-01T11:00:00Z --to-topic orders-replay --create
 
   # make the payment step reprocess the last hour of orders
   troupe replay --topic orders --group orders.payment --from-time -1h --dry-run
@@ -62,6 +64,9 @@ TIME is RFC 3339 (2026-05-01T12:00:00Z) or relative to now (-1h, -30m, -2d).`,
 			}
 			if toTopic != "" && (dryRun || allowNew) {
 				return usagef("--dry-run and --allow-new-group go with --group")
+			}
+			if group != "" && create {
+				return usagef("--create goes with --to-topic: a rewind creates nothing")
 			}
 			from := replay.FromOffset(fromOffset)
 			if fromTime != "" {
@@ -87,7 +92,7 @@ TIME is RFC 3339 (2026-05-01T12:00:00Z) or relative to now (-1h, -30m, -2d).`,
 			if group != "" {
 				return rewind(cmd, g, group, topic, from, replay.RewindOptions{DryRun: dryRun, AllowNew: allowNew})
 			}
-			return copyRange(cmd, g, replay.Range{Topic: topic, From: from, To: to}, toTopic)
+			return copyRange(cmd, g, replay.Range{Topic: topic, From: from, To: to}, toTopic, create)
 		},
 	}
 	f := cmd.Flags()
@@ -95,27 +100,37 @@ TIME is RFC 3339 (2026-05-01T12:00:00Z) or relative to now (-1h, -30m, -2d).`,
 	f.Int64Var(&fromOffset, "from-offset", 0, "start at offset N in every partition")
 	f.StringVar(&fromTime, "from-time", "", "start at the first record at or after TIME in every partition")
 	f.StringVar(&toTime, "to-time", "", "with --to-topic: copy only records timestamped before TIME")
-	f.StringVar(&toTopic, "to-topic", "", "copy the range into this topic (it must exist)")
+	f.StringVar(&toTopic, "to-topic", "", "copy the range into this topic (it must exist, or add --create)")
+	f.BoolVar(&create, "create", false, "with --to-topic: create the target if missing, with the source's partition count")
 	f.StringVar(&group, "group", "", "rewind this stopped consumer group instead of copying (a step's group is <app>.<step>)")
 	f.BoolVar(&dryRun, "dry-run", false, "with --group: print the new offsets, commit nothing")
 	f.BoolVar(&allowNew, "allow-new-group", false, "with --group: set offsets even if the group has none on the topic yet")
 	return cmd
 }
 
-func copyRange(cmd *cobra.Command, g *globals, r replay.Range, to string) error {
+func copyRange(cmd *cobra.Command, g *globals, r replay.Range, to string, create bool) error {
 	errOut := cmd.ErrOrStderr()
 	res, err := replay.Copy(cmdContext(cmd), g.KafkaConfig(), r, to, replay.CopyOptions{
+		Create: create,
 		Progress: func(p replay.Progress) {
 			fmt.Fprintf(errOut, "copied %d records (%.0f/s), read %d, %s\n", p.Copied, p.Rate(), p.Read, p.Elapsed.Round(time.Second))
 		},
 	})
+	var mt *replay.MissingTargetError
+	if errors.As(err, &mt) {
+		return usagef("%v: create it first with 'troupe topics create %s --partitions %d' (as many partitions as %s, so records keep theirs), or add --create",
+			err, mt.Topic, mt.SourcePartitions, r.Topic)
+	}
 	if errors.Is(err, replay.ErrUnknownTopic) {
-		return asUsage(err)
+		return usagef("%v (is the name right? 'troupe topics plan' lists the topology's topics)", err)
 	}
 	if err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()
+	if res.Created {
+		fmt.Fprintf(out, "created %s with %d partitions, as %s has\n", to, len(res.Spans), r.Topic)
+	}
 	fmt.Fprintf(out, "copied %d records from %s to %s in %s (%.0f/s)\n", res.Copied, r, to, res.Elapsed.Round(time.Millisecond), res.Rate())
 	fmt.Fprintf(out, "  read %s\n", replay.FormatSpans(res.Spans))
 	if res.Skipped > 0 {

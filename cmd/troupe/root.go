@@ -45,17 +45,20 @@ func newRootCmd() *cobra.Command {
 
 	g.AddFlags(root.PersistentFlags())
 
+	topics := newTopicsCmd(g)
+	topics.AddCommand(newTopicsCreateCmd(g))
 	root.AddCommand(
 		newVersionCmd(),
 		newDevCmd(g),
 		newTopologyCmd(),
-		newTopicsCmd(g),
+		topics,
 		newSagaCmd(g),
 		newRunCmd(g),
 		newDLQCmd(g), newReplayCmd(g),
 		newSchemasCmd(g), newProduceCmd(g), newTailCmd(g), newRegistryCmd(g),
 		newStateCmd(g),
 	)
+	guardParents(root)
 	return root
 }
 

@@ -41,5 +41,7 @@
 // alone). Markers for other events are ignored.
 //
 // Queue reads a dead-letter topic (read_committed, start to end) and
-// replays or discards a selection of it. See ExampleNewDeadLetter.
+// replays or discards a selection of it. A dead letter is settled once: the
+// retry topic says which were replayed or discarded (Outcomes), and Replay
+// and Discard skip those unless SendOptions.Force. See ExampleNewDeadLetter.
 package dlq

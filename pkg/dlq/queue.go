@@ -222,17 +222,47 @@ type SendOptions struct {
 	// acknowledged (in a dry run: built), in the order they were read. sent
 	// has its Partition and, unless a dry run, Offset in the retry topic.
 	OnSent func(d DeadLetter, sent *kgo.Record)
+	// Force sends for dead letters that are settled already (replayed or
+	// discarded) too. By default a dead letter is settled once: a
+	// selection of several skips the settled ones (OnSkipped), and
+	// selecting one by offset returns a *SettledError.
+	Force bool
+	// OnSkipped, if set, is called for each selected dead letter skipped
+	// because it is settled already, with what settled it.
+	OnSkipped func(d DeadLetter, o Outcome)
 }
 
-// Replay writes a replay of each selected dead letter to the retry topic
-// (see the package doc) and returns how many it wrote. Replays are safe to
-// repeat: the step deduplicates events by ce_id.
+// ErrSettled means a dead letter was replayed or discarded already.
+var ErrSettled = errors.New("dead letter settled already")
+
+// SettledError is a dead letter selected by its offset that a replay or a
+// discard has settled already. It wraps ErrSettled.
+type SettledError struct {
+	At      Coordinates
+	Outcome Outcome
+}
+
+// Error says what settled the dead letter and when.
+func (e *SettledError) Error() string {
+	return fmt.Sprintf("dead letter %d@%d of %s is settled already: %s at %s",
+		e.At.Partition, e.At.Offset, e.At.Topic, e.Outcome, e.Outcome.Last.UTC().Format(time.RFC3339))
+}
+
+// Unwrap makes the error match ErrSettled.
+func (e *SettledError) Unwrap() error { return ErrSettled }
+
+// Replay writes a replay of each selected dead letter that is not settled
+// yet (or every selected one with opts.Force) to the retry topic (see the
+// package doc) and returns how many it wrote. A replay that fails again is
+// a new dead letter, at a new offset, outstanding in turn. Forced replays
+// are safe: the step deduplicates events by ce_id.
 func (q *Queue) Replay(ctx context.Context, sel Selection, opts SendOptions) (int, error) {
 	return q.send(ctx, sel, opts, "replay", Replay)
 }
 
-// Discard writes a discard marker for each selected dead letter to the
-// retry topic and returns how many it wrote.
+// Discard writes a discard marker for each selected dead letter that is not
+// settled yet (or every selected one with opts.Force) to the retry topic
+// and returns how many it wrote.
 func (q *Queue) Discard(ctx context.Context, sel Selection, opts SendOptions) (int, error) {
 	return q.send(ctx, sel, opts, "discard", Discard)
 }
@@ -250,11 +280,19 @@ func (q *Queue) send(ctx context.Context, sel Selection, opts SendOptions, verb 
 		// Idempotent (franz-go's default): a retried write is not
 		// duplicated. A transaction would add nothing: each record is
 		// independent, and a replay that is repeated is deduplicated.
-		p, err := kafka.NewClient(ctx, q.cfg, kgo.RecordPartitioner(replay.KeepPartition()))
+		p, err := kafka.NewClient(ctx, q.cfg, kgo.RecordPartitioner(replay.KeepPartition()),
+			kgo.ProducerBatchMaxBytes(replayBatchMaxBytes)) // a dead letter's value read back (Uncut) may exceed franz-go's default
 		if err != nil {
 			return 0, err
 		}
 		q.prod = p
+	}
+	var settled map[Coordinates]Outcome
+	if !opts.Force {
+		var err error
+		if settled, err = q.Outcomes(ctx); err != nil {
+			return 0, fmt.Errorf("read %s to skip settled dead letters: %w", q.RetryTopic, err)
+		}
 	}
 	size := 500
 	if opts.Rate > 0 {
@@ -299,6 +337,21 @@ func (q *Queue) send(ctx context.Context, sel Selection, opts SendOptions, verb 
 		return nil
 	}
 	err := q.Scan(ctx, sel, func(d DeadLetter) error {
+		if o := settled[d.At()]; o.Settled() {
+			if sel.byOffset {
+				return &SettledError{At: d.At(), Outcome: o}
+			}
+			if opts.OnSkipped != nil {
+				opts.OnSkipped(d, o)
+			}
+			return nil
+		}
+		if verb == "replay" {
+			var err error
+			if d, err = q.Uncut(ctx, d); err != nil { // the parts cut to fit the DLQ, from the source
+				return err
+			}
+		}
 		batch = append(batch, pending{d, build(d, q.RetryTopic)})
 		if len(batch) >= size {
 			return flush()
@@ -321,6 +374,9 @@ type Outcome struct {
 	Discarded bool      // a discard marker was written
 	Last      time.Time // time of the last replay or discard
 }
+
+// Settled reports whether the dead letter was replayed or discarded.
+func (o Outcome) Settled() bool { return o.Replays > 0 || o.Discarded }
 
 // String is "replayed", "replayed 2x", "discarded", both, or "-".
 func (o Outcome) String() string {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/troupehq/troupe/pkg/kafka"
@@ -40,7 +41,28 @@ type CopyOptions struct {
 	Progress func(Progress)
 	// ProgressEvery is the interval of Progress calls. Default 1s.
 	ProgressEvery time.Duration
+	// Create makes a missing target topic with the source's partition
+	// count (so every record keeps its partition number) and the broker's
+	// default configuration. By default a missing target is a
+	// *MissingTargetError.
+	Create bool
 }
+
+// MissingTargetError is a copy's target topic that does not exist. It wraps
+// ErrUnknownTopic.
+type MissingTargetError struct {
+	Topic string
+	// SourcePartitions is the partition count of the source: a target
+	// created with it keeps every record's partition number.
+	SourcePartitions int
+}
+
+func (e *MissingTargetError) Error() string {
+	return fmt.Sprintf("target %s: %v", e.Topic, ErrUnknownTopic)
+}
+
+// Unwrap makes the error match ErrUnknownTopic.
+func (e *MissingTargetError) Unwrap() error { return ErrUnknownTopic }
 
 // Progress is how far a copy has come.
 type Progress struct {
@@ -68,9 +90,12 @@ type CopyResult struct {
 	// (the target has as many partitions as the source); otherwise the
 	// key chose the partition.
 	SamePartition bool
+	// Created is true when Copy created the target (CopyOptions.Create).
+	Created bool
 }
 
-// Copy copies the records of r into the topic to, which must exist. Every
+// Copy copies the records of r into the topic to, which must exist (or
+// opts.Create be set). Every
 // record keeps its key, value, headers and timestamp; it keeps its partition
 // number when to has as many partitions as the source, and is otherwise
 // placed by its key (Kafka's default murmur2 hash), so the records of one
@@ -94,8 +119,22 @@ func Copy(ctx context.Context, cfg kafka.Config, r Range, to string, opts CopyOp
 		return res, err
 	}
 	dstParts, err := Partitions(ctx, adm, to)
+	if errors.Is(err, ErrUnknownTopic) && opts.Create {
+		resp, cerr := adm.CreateTopic(ctx, int32(srcParts), -1, nil, to)
+		if cerr == nil {
+			cerr = resp.Err
+		}
+		if cerr != nil && !errors.Is(cerr, kerr.TopicAlreadyExists) {
+			return res, fmt.Errorf("create target %s with %d partitions: %w", to, srcParts, cerr)
+		}
+		res.Created = true
+		dstParts, err = srcParts, nil
+	}
+	if errors.Is(err, ErrUnknownTopic) {
+		return res, &MissingTargetError{Topic: to, SourcePartitions: srcParts}
+	}
 	if err != nil {
-		return res, fmt.Errorf("target: %w (create it first, e.g. with troupe topics apply)", err)
+		return res, fmt.Errorf("target: %w", err)
 	}
 	res.SamePartition = srcParts == dstParts
 	if res.Spans, err = Spans(ctx, adm, r.Topic, r.From); err != nil {

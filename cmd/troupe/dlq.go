@@ -45,6 +45,11 @@ discard of a discarded letter), 2 otherwise; --force writes anyway (e.g.
 replaying a letter whose earlier replay was lost). A replay that fails
 again is a new dead letter, at a new offset, outstanding in turn.
 
+An event too big to be a dead letter whole (over 990,000 bytes) has its
+value cut, and its oversized headers (troupe_dlq_cut headers name each part
+with its size and SHA-256): 'show' says so, and 'replay' reads the cut parts
+back from where the event was consumed, while that topic still retains it.
+
 Select dead letters with --offset N (add --partition P when several
 partitions hold that offset), --all, or --since TIME (RFC 3339, or relative
 like -1h, -2d). 'troupe dlq list' shows the offsets.

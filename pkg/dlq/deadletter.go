@@ -102,6 +102,13 @@ func (d DeadLetter) At() Coordinates { return Of(d.Record) }
 // on its partition number when produced with a partitioner that honours it
 // (replay.KeepPartition); its Timestamp is at. Set Topic to the step's DLQ
 // before producing.
+//
+// A dead letter always fits in MaxBytes, so that the producer never refuses
+// it: when rec is too big, its value is cut, then its big headers, its
+// small ones but the CloudEvents and replay headers, then its key. A
+// troupe_dlq_cut header (HeaderCut) names each part cut with its size and
+// SHA-256; the provenance headers always stay, so that Queue.Replay reads
+// the cut parts back from the source record while its topic retains it.
 func NewDeadLetter(rec *kgo.Record, step string, err error, attempts int, at time.Time) *kgo.Record {
 	msg := ""
 	if err != nil {
@@ -117,7 +124,7 @@ func NewDeadLetter(rec *kgo.Record, step string, err error, attempts int, at tim
 		header(HeaderAttempts, strconv.Itoa(attempts)),
 		header(HeaderFailedAt, at.UTC().Format(time.RFC3339Nano)),
 	)
-	return &kgo.Record{Key: rec.Key, Value: rec.Value, Headers: h, Partition: rec.Partition, Timestamp: at}
+	return fit(&kgo.Record{Key: rec.Key, Value: rec.Value, Headers: h, Partition: rec.Partition, Timestamp: at}, MaxBytes)
 }
 
 // Parse reads the provenance of a dead-letter record. Missing or malformed

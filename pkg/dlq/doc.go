@@ -14,6 +14,16 @@
 //	troupe_dlq_attempts   how many times the handler ran (decimal)
 //	troupe_dlq_failed_at  when the step gave up (RFC 3339, UTC)
 //
+// A dead letter always fits in MaxBytes (a bit under franz-go's default
+// batch limit of 1,000,012 bytes): a dead letter the producer refused would
+// abort the step's transaction again and again. When the failed record is
+// too big, its value is cut, then its big headers, then its other headers
+// but the CloudEvents ones, then its key; the provenance headers stay, and
+// one troupe_dlq_cut header per part cut says what it was, its size and its
+// SHA-256 (Cut). A replay of such a dead letter (Queue.Replay) reads the cut
+// parts back from the source record, checked against the hashes, and fails
+// naming the source's coordinates once its topic no longer retains it.
+//
 // The instance's later events are then parked until an operator either
 // replays the dead letter or discards it. Both write one record to the
 // step's own retry topic, <app>.<step>.retry, which only that step consumes,

@@ -45,6 +45,11 @@ discard of a discarded letter), 2 otherwise; --force writes anyway (e.g.
 replaying a letter whose earlier replay was lost). A replay that fails
 again is a new dead letter, at a new offset, outstanding in turn.
 
+An event too big to be a dead letter whole (over 990,000 bytes) has its
+value cut, and its oversized headers (troupe_dlq_cut headers name each part
+with its size and SHA-256): 'show' says so, and 'replay' reads the cut parts
+back from where the event was consumed, while that topic still retains it.
+
 Select dead letters with --offset N (add --partition P when several
 partitions hold that offset), --all, or --since TIME (RFC 3339, or relative
 like -1h, -2d). 'troupe dlq list' shows the offsets.
@@ -236,7 +241,19 @@ be decoded (often the reason it is here) is shown as a hex dump.`,
 			for _, h := range r.Headers {
 				fmt.Fprintf(out, "  %s: %s\n", h.Key, printable(h.Value, 0))
 			}
-			showValue(ctx, out, g.Registry, t, r.Value)
+			valueCut := false
+			if cuts := d.Cuts(); len(cuts) > 0 {
+				fmt.Fprintf(out, "cut to fit the DLQ (replay reads them back from %s partition %d offset %d while that topic retains it):\n", d.Source.Topic, d.Source.Partition, d.Source.Offset)
+				for _, c := range cuts {
+					fmt.Fprintf(out, "  %s\n", c)
+					valueCut = valueCut || c.Part == dlq.CutValue
+				}
+			}
+			if valueCut {
+				fmt.Fprintln(out, "value: cut (see above)")
+			} else {
+				showValue(ctx, out, g.Registry, t, r.Value)
+			}
 			return nil
 		},
 	}

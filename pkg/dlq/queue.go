@@ -280,7 +280,8 @@ func (q *Queue) send(ctx context.Context, sel Selection, opts SendOptions, verb 
 		// Idempotent (franz-go's default): a retried write is not
 		// duplicated. A transaction would add nothing: each record is
 		// independent, and a replay that is repeated is deduplicated.
-		p, err := kafka.NewClient(ctx, q.cfg, kgo.RecordPartitioner(replay.KeepPartition()))
+		p, err := kafka.NewClient(ctx, q.cfg, kgo.RecordPartitioner(replay.KeepPartition()),
+			kgo.ProducerBatchMaxBytes(replayBatchMaxBytes)) // a dead letter's value read back (Uncut) may exceed franz-go's default
 		if err != nil {
 			return 0, err
 		}
@@ -344,6 +345,12 @@ func (q *Queue) send(ctx context.Context, sel Selection, opts SendOptions, verb 
 				opts.OnSkipped(d, o)
 			}
 			return nil
+		}
+		if verb == "replay" {
+			var err error
+			if d, err = q.Uncut(ctx, d); err != nil { // the parts cut to fit the DLQ, from the source
+				return err
+			}
 		}
 		batch = append(batch, pending{d, build(d, q.RetryTopic)})
 		if len(batch) >= size {

@@ -232,7 +232,7 @@ func (rt *Runtime) prepare(ctx context.Context) (int32, error) {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	n, err := prepareTopics(ctx, adm, rt.def)
+	n, err := prepareTopics(ctx, cl, rt.def, kafka.TopicWait{Max: topicWait, Log: rt.log})
 	if err != nil {
 		return 0, err
 	}

@@ -510,6 +510,7 @@ func TestValidation(t *testing.T) {
 }
 
 func TestMissingInputsAndPartitionMismatch(t *testing.T) {
+	shortTopicWait(t, 200*time.Millisecond)
 	e := newEnv(t, 2)
 	s := New[counter](e.app, "count", Inputs("ticks", "nope"))
 	Handle(s, func(*Context[counter], Tick) error { return nil })

@@ -6,39 +6,46 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/troupehq/troupe/pkg/kafka"
 )
+
+// topicWait bounds how long a step waits at start for topics that are not
+// visible yet (kafka.TopicWait.Max); tests shorten it.
+var topicWait = kafka.DefaultTopicWait
 
 // prepareTopics checks the inputs (they must exist, with one partition
 // count) and creates the step's retry topic, compacted changelog and
 // dead-letter topic if they are missing, with that count. It returns the
 // count.
-func prepareTopics(ctx context.Context, adm *kadm.Client, d *definition) (int32, error) {
-	own := []string{d.retry(), d.changelog()}
-	tds, err := adm.ListTopics(ctx, append(slices.Clone(d.inputs), own...)...)
+//
+// Topics that are not visible yet are waited for (wait): a topic created
+// just before the step started may not have reached every broker. An input
+// still missing after the wait is an error naming it and the fix.
+func prepareTopics(ctx context.Context, cl *kgo.Client, d *definition, wait kafka.TopicWait) (int32, error) {
+	adm := kadm.NewClient(cl)
+	wait.Log = wait.Log.With().Str("group", d.group()).Logger()
+	inputs, err := kafka.AwaitTopics(ctx, cl, d.inputs, wait)
+	if me := (*kafka.MissingTopicsError)(nil); errors.As(err, &me) {
+		var errs []error
+		for _, in := range me.Topics {
+			errs = append(errs, fmt.Errorf("input topic %s does not exist (create it: troupe topics apply); waited %s for it", in, me.Waited.Round(time.Second)))
+		}
+		return 0, errors.Join(errs...)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("describe topics of step %s: %w", d.group(), err)
 	}
-	var errs []error
 	counts := map[int32][]string{}
 	for _, in := range d.inputs {
-		td, ok := tds[in]
-		if !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition) {
-			errs = append(errs, fmt.Errorf("input topic %s does not exist (create it: troupe topics apply)", in))
-			continue
-		}
-		if td.Err != nil {
-			errs = append(errs, fmt.Errorf("input topic %s: %w", in, td.Err))
-			continue
-		}
-		n := int32(len(td.Partitions))
+		n := int32(len(inputs[in].Partitions))
 		counts[n] = append(counts[n], in)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return 0, err
 	}
 	if len(counts) > 1 {
 		var parts []string
@@ -53,17 +60,18 @@ func prepareTopics(ctx context.Context, adm *kadm.Client, d *definition) (int32,
 		n = c
 	}
 
+	own := []string{d.retry(), d.changelog()}
+	tds, err := adm.ListTopics(ctx, own...)
+	if err != nil {
+		return 0, fmt.Errorf("describe topics of step %s: %w", d.group(), err)
+	}
 	configs := map[string]map[string]*string{
 		d.retry():     {"cleanup.policy": kadm.StringPtr("delete")},
 		d.changelog(): {"cleanup.policy": kadm.StringPtr("compact")},
 	}
 	for _, t := range own {
-		td, ok := tds[t]
-		if ok && td.Err == nil {
-			if got := int32(len(td.Partitions)); got != n {
-				return 0, fmt.Errorf("topic %s has %d partitions, the inputs of step %s have %d (delete and recreate it with %d, or run troupe topics apply)", t, got, d.group(), n, n)
-			}
-			continue
+		if td, ok := tds[t]; ok && td.Err == nil {
+			continue // its partition count is checked below
 		}
 		resp, err := adm.CreateTopic(ctx, n, -1, configs[t], t)
 		if err == nil {
@@ -73,10 +81,21 @@ func prepareTopics(ctx context.Context, adm *kadm.Client, d *definition) (int32,
 			return 0, fmt.Errorf("create topic %s (%d partitions): %w", t, n, err)
 		}
 	}
-	if err := checkCompacted(ctx, adm, d.changelog()); err != nil {
+	if err := createDLQ(ctx, adm, d, n); err != nil {
 		return 0, err
 	}
-	if err := createDLQ(ctx, adm, d, n); err != nil {
+	// What was just created (here or by another replica) must be visible
+	// before the restore and the group ask for it.
+	mine, err := kafka.AwaitTopics(ctx, cl, append(own, d.dlq()), wait)
+	if err != nil {
+		return 0, fmt.Errorf("topics of step %s: %w", d.group(), err)
+	}
+	for _, t := range own {
+		if got := int32(len(mine[t].Partitions)); got != n {
+			return 0, fmt.Errorf("topic %s has %d partitions, the inputs of step %s have %d (delete and recreate it with %d, or run troupe topics apply)", t, got, d.group(), n, n)
+		}
+	}
+	if err := checkCompacted(ctx, adm, d.changelog()); err != nil {
 		return 0, err
 	}
 	return n, nil

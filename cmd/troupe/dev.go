@@ -12,8 +12,10 @@ const devLong = `Runs the whole troupe stack in one process, for development and
 
   - an embedded Kafka-compatible broker (franz-go's kfake) on --kafka-port,
     persisted under --data-dir so a restart keeps topics, records and offsets;
-  - the built-in schema registry on --registry-port, with the example's schemas;
-  - every topic of the topology (troupe topics apply);
+  - the built-in schema registry on --registry-port;
+  - every topic of the topology (troupe topics apply), then the example's
+    schemas, each under <topic>-<full name> (SagaEnded under the saga's
+    ended topic), before any step runs: troupe produce works at once;
   - every step of the example order saga, each with its state under --data-dir;
   - the HTTP server on --http: the UI at /, /metrics, /healthz, /readyz and
     the saga API;
@@ -21,9 +23,16 @@ const devLong = `Runs the whole troupe stack in one process, for development and
     that fail and are compensated, and a summary line every few seconds.
 
 Any Kafka client can connect to the embedded broker (troupe tail, kcat, Java
-or Python clients); producing to a new topic creates it. Ctrl-C stops
-cleanly; started again, it carries on where it stopped. Delete --data-dir to
-start from scratch.`
+or Python clients); producing to a new topic creates it. On ports other than
+the defaults, the banner's commands begin with an export line (TROUPE_BROKERS,
+TROUPE_REGISTRY_URL, TROUPE_API_URL) that points the other commands at this
+stack. Ctrl-C stops cleanly; started again, it carries on where it stopped.
+Delete --data-dir to start from scratch.
+
+The topology is checked against the program first (every event type has a Go
+type, every step's handlers match its on:), and --data-dir is locked
+(troupe-dev.lock) before anything is opened: a second troupe dev on the same
+directory exits 2 with the pid of the first.`
 
 func newDevCmd(g *globals) *cobra.Command {
 	var o runner.DevOptions

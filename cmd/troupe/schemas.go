@@ -150,10 +150,7 @@ func topicsOf(fullName, topic string, t *topology.Topology) []string {
 	if t == nil {
 		return nil
 	}
-	if fullName == "troupe.saga.SagaEnded" {
-		return []string{t.EndedTopic()}
-	}
-	if tp, ok := t.TopicOf(fullName); ok {
+	if tp, ok := t.SubjectTopic(fullName); ok {
 		return []string{tp}
 	}
 	return nil

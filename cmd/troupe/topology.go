@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/kafka"
 	"github.com/troupehq/troupe/pkg/topology"
 )
@@ -29,7 +31,34 @@ func loadTopology(path string) (*topology.Topology, error) {
 	return t, nil
 }
 
+// checkSchemas reports every event type of t that has no .avsc in dir.
+func checkSchemas(t *topology.Topology, dir string) error {
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return usagef("--schemas %s is not a directory of .avsc files (pass the directory the event schemas are in, or --schemas '' to skip the check)", dir)
+	}
+	files, err := avro.ReadSchemas(os.DirFS(dir), ".")
+	if err != nil {
+		return asUsage(fmt.Errorf("%s: %w", dir, err))
+	}
+	names := make([]string, len(files))
+	for i, f := range files {
+		names[i] = f.FullName
+	}
+	d := strings.TrimSuffix(dir, "/") + "/"
+	problems := t.CheckTypes(names, "no schema in "+d,
+		fmt.Sprintf("write %s<Name>.avsc with a record of that full name, or fix the spelling", d))
+	if len(problems) == 0 {
+		return nil
+	}
+	lines := make([]string, len(problems))
+	for i, p := range problems {
+		lines[i] = p.String()
+	}
+	return usagef("%s has %d problem(s):\n%s", t.File, len(problems), strings.Join(lines, "\n"))
+}
+
 func newTopologyCmd() *cobra.Command {
+	var schemaDir string
 	cmd := &cobra.Command{
 		Use:   "topology",
 		Short: "Check a topology file and draw its saga",
@@ -39,30 +68,44 @@ Everything else — topics, consumer groups, the coordinator's rules — is
 derived from it. See topology/orders.yaml for a commented example and
 topology/topology.schema.json for editor completion.`,
 	}
-	cmd.AddCommand(&cobra.Command{
+	validate := &cobra.Command{
 		Use:   "validate FILE",
 		Short: "Validate a topology file; print every problem with file:line and a hint",
 		Long: `Checks a topology file and prints every problem at once, each with its
 file:line and what to do: unknown event types, topics of one saga with
 different partition counts, events that nobody consumes and that end nothing,
-steps in a loop with no exit, compensations without an ack event. A step with
-an effect and no compensation is a warning. Exit code 2 when invalid.`,
-		Example: "  troupe topology validate topology/orders.yaml",
-		Args:    exactArgs(1, "the topology file"),
+steps in a loop with no exit, compensations without an ack event, event
+types without a schema in --schemas (each declared type needs a record of
+that full name there). A step with an effect and no compensation is a
+warning. Exit code 2 when invalid.`,
+		Example: `  troupe topology validate topology/orders.yaml
+  troupe topology validate my-saga.yaml --schemas my-schemas/`,
+		Args: exactArgs(1, "the topology file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t, err := loadTopology(args[0])
 			if err != nil {
 				return err
 			}
+			if schemaDir != "" {
+				if err := checkSchemas(t, schemaDir); err != nil {
+					return err
+				}
+			}
 			out := cmd.OutOrStdout()
 			for _, w := range t.Warnings {
 				fmt.Fprintf(out, "warning: %s\n", w)
 			}
-			fmt.Fprintf(out, "%s: saga %q (app %q) is valid: %d topics, %d steps, trigger %s\n",
-				args[0], t.Saga, t.App, len(t.Topics), len(t.Steps), t.ShortName(t.Trigger))
+			checked := ""
+			if schemaDir != "" {
+				checked = fmt.Sprintf("; every event type has a schema in %s", schemaDir)
+			}
+			fmt.Fprintf(out, "%s: saga %q (app %q) is valid: %d topics, %d steps, trigger %s%s\n",
+				args[0], t.Saga, t.App, len(t.Topics), len(t.Steps), t.ShortName(t.Trigger), checked)
 			return nil
 		},
-	})
+	}
+	cmd.AddCommand(validate)
+	validate.Flags().StringVar(&schemaDir, "schemas", "schemas", "directory of the .avsc files every event type must have ('' skips the check)")
 	var format string
 	graph := &cobra.Command{
 		Use:   "graph FILE",

@@ -50,8 +50,8 @@ func (s *Serde) jsonPlan(ctx context.Context, topic, fullName string) (*encodePl
 	id, text, err := s.reg.Latest(ctx, subject)
 	if err != nil {
 		if errors.Is(err, ErrUnknownSchema) {
-			return nil, fmt.Errorf("no schema for %s on topic %s: subject %s is not in the registry (register the .avsc first: troupe schemas register --dir schemas/ --topic %s): %w",
-				fullName, topic, subject, topic, err)
+			return nil, fmt.Errorf("no schema for %s on topic %s: subject %s is not in the registry (register the schemas under the topology's subjects first: troupe schemas register --dir schemas/ --topology topology/orders.yaml, or your topology file): %w",
+				fullName, topic, subject, err)
 		}
 		return nil, err
 	}

@@ -17,6 +17,8 @@ many — and Kafka spreads the partitions over the replicas; when one stops or
 dies, its partitions move and the new owner restores their state from the
 step's changelog before processing.
 
+It refuses to start (exit 2), naming both sides, a topology with event types
+the program has no Go type for, or whose step handlers and on: disagree.
 Each process keeps its state in --state-dir (one directory per process and
 step; never share one). /metrics, /healthz and /readyz are served on --http;
 /readyz answers 503 while state is restoring. SIGTERM finishes the current

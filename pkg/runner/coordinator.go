@@ -66,6 +66,10 @@ func runCoordinator(ctx context.Context, app App, g *Globals, o RunOptions, t *t
 		ln.Close()
 		return err
 	}
+	if err := checkTypes(t, env.Serde); err != nil {
+		ln.Close()
+		return err
+	}
 	rt, store, err := env.NewCoordinator(t, StepOptions{StateDir: dir, Guarantee: gu})
 	if err != nil {
 		ln.Close()

@@ -1,10 +1,12 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,12 +15,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupehq/troupe/pkg/api"
+	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/example/orders"
 	"github.com/troupehq/troupe/pkg/kafka"
 	"github.com/troupehq/troupe/pkg/registry"
 	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/pkg/topology"
 	"github.com/troupehq/troupe/pkg/ui"
+	"github.com/troupehq/troupe/schemas"
 	topologies "github.com/troupehq/troupe/topology"
 )
 
@@ -35,11 +39,18 @@ type DevOptions struct {
 	SummaryEvery time.Duration
 	// Out receives the banner and the summary lines.
 	Out io.Writer
+	// Schemas are registered at start, each event type of the topology
+	// under <its topic>-<full name> and SagaEnded under the saga's ended
+	// topic; nil means the example's (package schemas).
+	Schemas []avro.SchemaFile
 }
 
 // Dev runs the whole stack in one process until ctx is done: the embedded
-// broker, the built-in registry, the topology's topics, every step, the HTTP
-// server and the demo load.
+// broker, the built-in registry, the topology's topics and schemas, every
+// step, the HTTP server and the demo load. It first checks the topology
+// against the app (every event type has a Go type, every step's handlers
+// match its on:) and locks o.DataDir (LockFile): a second Dev on the same
+// dir is refused before it opens anything.
 func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 	log := g.Log.With().Str("component", "dev").Logger()
 	if o.SummaryEvery <= 0 {
@@ -69,6 +80,23 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 			return usage("the app has no handlers for step %q of %s", name, t.File)
 		}
 	}
+	serde, err := appSerde(app)
+	if err != nil {
+		return err
+	}
+	if err := checkTypes(t, serde); err != nil {
+		return err
+	}
+	if o.Schemas == nil {
+		if o.Schemas, err = schemas.All(); err != nil {
+			return fmt.Errorf("read the example's schemas: %w", err)
+		}
+	}
+	unlock, err := lockDataDir(o.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 
 	// Bind the HTTP ports first: a clash is the most likely start-up error.
 	httpLn, err := api.Listen(o.HTTP, "--http")
@@ -104,6 +132,11 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 	if err := ApplyTopics(ctx, kcfg, t); err != nil {
 		return err
 	}
+	n, err := RegisterSchemas(ctx, "http://"+regAddr, t, o.Schemas)
+	if err != nil {
+		return err
+	}
+	log.Info().Int("subjects", n).Msg("schemas registered")
 	env, err := NewEnv(app, kcfg, "http://"+regAddr, app.Version, g.Log)
 	if err != nil {
 		return err
@@ -119,6 +152,9 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 			Guarantee: gu,
 		})
 		if err != nil {
+			return err
+		}
+		if err := checkStepHandlers(t, name, rt); err != nil {
 			return err
 		}
 		loops = append(loops, rt.Run)
@@ -156,23 +192,123 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 		func(ctx context.Context) error { return summarize(ctx, o, demo, obs, store) },
 	)
 
-	fmt.Fprintf(o.Out, `
-troupe dev is up: saga %q with steps %s and its coordinator.
-  Kafka     %s   (any Kafka client; data in %s)
-  registry  http://%s
-  UI        http://%s   (also /api /metrics /healthz /readyz)
-  demo      %g orders/s (--demo-rate; 0 = off)
-In another terminal:
-  troupe tail --topic orders --follow
-  troupe produce --topic orders --type %s --key my-order --data '{...}'
-  troupe saga list --status COMPENSATED; troupe saga get ID
-Ctrl-C stops.
-
-`, t.Saga, strings.Join(t.StepNames(), ", "), broker.Addr(), o.DataDir, regAddr, httpLn.Addr(), o.DemoRate, t.Trigger)
+	printBanner(o.Out, t, o, bannerAddrs{
+		Brokers:  broker.Addr(),
+		Registry: "http://" + regAddr,
+		API:      "http://" + loopbackAddr(httpLn.Addr()),
+		UI:       httpLn.Addr().String(),
+	}, os.Getenv)
 
 	err = serve(ctx, httpLn, env, loops...)
 	log.Info().Msg("stopped")
 	return err
+}
+
+// bannerAddrs are where the dev stack listens, as the CLI's global flags
+// take them.
+type bannerAddrs struct {
+	Brokers, Registry, API string
+	UI                     string // host:port of the HTTP server as bound
+}
+
+// The CLI's defaults of --brokers, --registry and --api (Globals.AddFlags):
+// a dev stack elsewhere needs the banner's export line.
+const (
+	defaultRegistryURL = "http://127.0.0.1:8081"
+	defaultAPIURL      = "http://127.0.0.1:8080"
+)
+
+// devExports is the shell line that points the CLI at a dev stack at a, or
+// "" when the CLI's defaults and the environment (getenv) already do.
+func devExports(a bannerAddrs, getenv func(string) string) string {
+	var vars []string
+	for _, v := range []struct{ env, def, actual string }{
+		{"TROUPE_BROKERS", kafka.DefaultBrokers, a.Brokers},
+		{"TROUPE_REGISTRY_URL", defaultRegistryURL, a.Registry},
+		{"TROUPE_API_URL", defaultAPIURL, a.API},
+	} {
+		// What the CLI will use in this shell: the variable, else the default.
+		if cur := cmp.Or(getenv(v.env), v.def); cur != v.actual {
+			vars = append(vars, v.env+"="+v.actual)
+		}
+	}
+	if len(vars) == 0 {
+		return ""
+	}
+	return "export " + strings.Join(vars, " ")
+}
+
+// printBanner prints how to reach the stack, with commands that work as
+// printed: when the stack is not where the CLI looks by default, the first
+// of them is the export line that points it there.
+func printBanner(w io.Writer, t *topology.Topology, o DevOptions, a bannerAddrs, getenv func(string) string) {
+	trigger, _ := t.TopicOf(t.Trigger)
+	var b strings.Builder
+	fmt.Fprintf(&b, `
+troupe dev is up: saga %q with steps %s and its coordinator.
+  Kafka     %s   (any Kafka client; data in %s)
+  registry  %s
+  UI        http://%s   (also /api /metrics /healthz /readyz)
+  demo      %g orders/s (--demo-rate; 0 = off)
+In another terminal:
+`, t.Saga, strings.Join(t.StepNames(), ", "), a.Brokers, o.DataDir, a.Registry, a.UI, o.DemoRate)
+	if e := devExports(a, getenv); e != "" {
+		fmt.Fprintf(&b, "  %s\n", e)
+	}
+	fmt.Fprintf(&b, `  troupe tail --topic %s --follow
+  troupe produce --topic %s --type %s --key my-order --data '{...}'
+  troupe saga list --status COMPENSATED; troupe saga get ID
+Ctrl-C stops.
+
+`, trigger, trigger, t.Trigger)
+	io.WriteString(w, b.String())
+}
+
+// loopbackAddr is addr as a client on this machine dials it: an unspecified
+// host (0.0.0.0, ::) becomes 127.0.0.1.
+func loopbackAddr(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// RegisterSchemas registers the schema of every event type of t under its
+// subject <topic>-<full name> (the topic that carries it; SagaEnded: the
+// saga's ended topic, and no other) in the registry at url, from files. A
+// schema already there is left as it is. It returns how many subjects it
+// registered or found, and fails (ErrUsage) when a type has no schema.
+func RegisterSchemas(ctx context.Context, url string, t *topology.Topology, files []avro.SchemaFile) (int, error) {
+	rc, err := avro.NewRegistryClient(url)
+	if err != nil {
+		return 0, err
+	}
+	byName := make(map[string]avro.SchemaFile, len(files))
+	for _, f := range files {
+		byName[f.FullName] = f
+	}
+	types := append(t.EventTypes(), topology.EndedType)
+	var missing []string
+	for _, ev := range types {
+		if _, ok := byName[ev]; !ok {
+			missing = append(missing, ev)
+		}
+	}
+	if len(missing) > 0 {
+		return 0, usage("no schema for %s among the schemas to register (add a .avsc for each)", strings.Join(missing, ", "))
+	}
+	for _, ev := range types {
+		topic, _ := t.SubjectTopic(ev)
+		subject := avro.Subject(topic, ev)
+		if _, err := rc.Register(ctx, subject, byName[ev].Text); err != nil {
+			return 0, fmt.Errorf("register %s under %s: %w (with troupe dev, delete the data dir to start over)", byName[ev].Path, subject, err)
+		}
+	}
+	return len(types), nil
 }
 
 // ServeRegistry serves the built-in schema registry on ln until stop is

@@ -173,8 +173,14 @@ func Run(ctx context.Context, app App, g *Globals, o RunOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := checkTypes(t, env.Serde); err != nil {
+		return err
+	}
 	rt, err := env.NewStep(t, def, o.Step, StepOptions{StateDir: dir, Guarantee: g2})
 	if err != nil {
+		return err
+	}
+	if err := checkStepHandlers(t, o.Step, rt); err != nil {
 		return err
 	}
 	ln, err := api.Listen(o.HTTP, "--http")

@@ -363,6 +363,7 @@ func (p *parser) build(r *rawDoc) *Topology {
 	if firstPart != nil {
 		t.Partitions = int32(firstPart.partitions)
 	}
+	t.eventLines = eventLine
 	known := func(ev ref, role string) (string, bool) {
 		full := qualify(t.Namespace, ev.name)
 		if _, ok := eventTopic[full]; !ok {

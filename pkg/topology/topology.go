@@ -45,6 +45,9 @@ type Topology struct {
 	Compensate CompensationPolicy
 	// Warnings are problems that do not stop the topology from running.
 	Warnings []Problem
+	// eventLines is the line that declares each event type, for problems
+	// found after parsing (CheckTypes).
+	eventLines map[string]int
 }
 
 // Topic is a business topic and the event types it carries.
@@ -195,6 +198,86 @@ func (t *Topology) TopicOf(eventType string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// EndedType is the full name of the SagaEnded event the coordinator emits on
+// EndedTopic (package saga's Ended).
+const EndedType = "troupe.saga.SagaEnded"
+
+// EventTypes lists the full names of every event type the topics declare,
+// in file order.
+func (t *Topology) EventTypes() []string {
+	var out []string
+	for _, tp := range t.Topics {
+		out = append(out, tp.Events...)
+	}
+	return out
+}
+
+// SubjectTopic is the topic whose schema-registry subject
+// <topic>-<full name> holds the schema of an event type: the topic that
+// carries it, and EndedTopic for SagaEnded. False for a type the topology
+// does not know.
+func (t *Topology) SubjectTopic(eventType string) (string, bool) {
+	if eventType == EndedType {
+		return t.EndedTopic(), true
+	}
+	return t.TopicOf(eventType)
+}
+
+// CheckTypes returns a problem for every event type of the topology that is
+// not among known (full names), at the line that declares it: what says
+// what is missing ("no schema in schemas/", "no Go type registered"), hint
+// how to add one. A known name close to the missing one is suggested.
+func (t *Topology) CheckTypes(known []string, what, hint string) []Problem {
+	have := make(map[string]bool, len(known))
+	for _, k := range known {
+		have[k] = true
+	}
+	var out []Problem
+	for _, ev := range t.EventTypes() {
+		if have[ev] {
+			continue
+		}
+		h := hint
+		if near := closest(ev, known, len(t.ShortName(ev))/3+1); near != "" {
+			h = fmt.Sprintf("did you mean %s? %s", t.ShortName(near), hint)
+		}
+		out = append(out, Problem{File: t.File, Line: t.eventLines[ev], Msg: fmt.Sprintf("event type %s (%s): %s", t.ShortName(ev), ev, what), Hint: h})
+	}
+	return out
+}
+
+// closest is the name among names nearest to s by edit distance, if that is
+// below limit (a likely misspelling); "" otherwise.
+func closest(s string, names []string, limit int) string {
+	best, bestD := "", limit
+	for _, n := range names {
+		if d := editDistance(s, n); d < bestD && d > 0 {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // FullName qualifies a short event name with the topology's namespace.

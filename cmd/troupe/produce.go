@@ -36,15 +36,21 @@ that does not fit the schema is refused, naming the field and the type it
 needs (exit 2).
 
 The record key is the saga instance id: --key, or else each document's
---key-field (default: the topology's key field, orderId). --type and --topic
-default from the topology: a short type name takes its namespace, and the
-topic is the one that carries the type.
+--key-field (default: the topology's key field, orderId). A --key that
+contradicts the document's key field is refused (the saga would be split
+under two ids) unless --force. --type and --topic default from the
+topology: a short type name takes its namespace, and the topic is the one
+that carries the type. A type the topology does not know is refused with
+the closest known ones, unless --topic names a topic outside the topology;
+so is a topology topic that does not carry the type (--force sends anyway,
+e.g. to see what the steps make of it).
 
 --data sends one document and prints its partition and offset; --file sends
 a file of JSON lines (- for stdin) and prints progress.`
 
 type produceFlags struct {
 	topic, typ, key, keyField, data, file, schema, source, topology string
+	force                                                           bool
 }
 
 func newProduceCmd(g *globals) *cobra.Command {
@@ -73,6 +79,7 @@ func newProduceCmd(g *globals) *cobra.Command {
 	fl.StringVar(&f.schema, "schema", "", ".avsc file to encode with (registered under the subject if needed); default: the registry's latest")
 	fl.StringVar(&f.source, "source", "troupe-cli", "ce_source header")
 	fl.StringVar(&f.topology, "topology", "topology/orders.yaml", "topology file for default topic, namespace and key field (ignored if the default is absent)")
+	fl.BoolVar(&f.force, "force", false, "send even when --key contradicts the document's key field, or the type is not one the topology puts on --topic")
 	return cmd
 }
 
@@ -96,6 +103,9 @@ func runProduce(cmd *cobra.Command, g *globals, f *produceFlags) error {
 		f.typ = topo.FullName(f.typ)
 		if f.keyField == "" {
 			f.keyField = topo.Key
+		}
+		if err := checkTopologyType(topo, f); err != nil {
+			return err
 		}
 		if f.topic == "" {
 			f.topic, _ = topo.TopicOf(f.typ)
@@ -153,6 +163,9 @@ func (p *producer) record(ctx context.Context, doc []byte) (*kgo.Record, error) 
 		if key, err = keyOf(doc, p.f.keyField); err != nil {
 			return nil, asUsage(err)
 		}
+	} else if inDoc, err := keyOf(doc, p.f.keyField); err == nil && inDoc != key && !p.f.force {
+		return nil, usagef("--key %s contradicts the document's %s %s: the saga instance id is the key, so its events would be split between two instances (drop --key, or fix the document; --force sends it anyway)",
+			key, p.f.keyField, inDoc)
 	}
 	value, err := p.serde.EncodeJSON(ctx, p.f.topic, p.f.typ, doc)
 	if err != nil {
@@ -309,5 +322,33 @@ func (p *producer) file(ctx context.Context) error {
 		return stop
 	}
 	fmt.Fprintf(p.cmd.OutOrStdout(), "produced %d %s records to %s (per partition: %s)\n", done, p.f.typ, p.f.topic, strings.Join(counts, " "))
+	return nil
+}
+
+// checkTopologyType refuses a --type the topology does not know, unless
+// --topic names a topic outside the topology, and a topology topic that
+// does not carry the type, unless --force. f.typ is a full name.
+func checkTopologyType(t *topology.Topology, f *produceFlags) error {
+	var known []string
+	carries := map[string][]string{}
+	for _, tp := range t.Topics {
+		for _, e := range tp.Events {
+			known = append(known, t.ShortName(e))
+			carries[tp.Name] = append(carries[tp.Name], t.ShortName(e))
+		}
+	}
+	short := t.ShortName(f.typ)
+	home, isKnown := t.TopicOf(f.typ)
+	onTopic, topologyTopic := carries[f.topic]
+	switch {
+	case f.force:
+		return nil
+	case !isKnown && (f.topic == "" || topologyTopic):
+		return usagef("unknown event type %q%s: %s has %s (pass --topic for a topic outside the topology)",
+			short, didYouMean(short, known), t.File, strings.Join(known, ", "))
+	case isKnown && topologyTopic && f.topic != home:
+		return usagef("topic %s carries %s, not %s, which goes on %s (drop --topic; --force sends it anyway)",
+			f.topic, strings.Join(onTopic, ", "), short, home)
+	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -37,9 +38,9 @@ at the end of the topic as it was when it started; with --follow it waits
 for new events until Ctrl-C.`
 
 type tailFlags struct {
-	topic, from, typ string
-	follow           bool
-	max              int
+	topic, from, typ, topology string
+	follow                     bool
+	max                        int
 }
 
 func newTailCmd(g *globals) *cobra.Command {
@@ -59,7 +60,8 @@ func newTailCmd(g *globals) *cobra.Command {
 	fl.StringVar(&f.topic, "topic", "", "topic to read (required)")
 	fl.StringVar(&f.from, "from", "earliest", "where to start: earliest, latest, an RFC 3339 time, or a duration ago (10m)")
 	fl.BoolVar(&f.follow, "follow", false, "keep waiting for new events (until Ctrl-C)")
-	fl.StringVarP(&f.typ, "type", "t", "", "print only events of this type (full name, or the name after the last dot)")
+	fl.StringVarP(&f.typ, "type", "t", "", "print only events of this type (full name, or the name after the last dot); a type neither the topology nor the registry knows is refused")
+	fl.StringVar(&f.topology, "topology", "topology/orders.yaml", "topology file whose event types --type may name (ignored if the default is absent; \"\" for none)")
 	fl.IntVarP(&f.max, "max", "n", 0, "stop after this many events (0: no limit)")
 	return cmd
 }
@@ -118,6 +120,11 @@ func runTail(cmd *cobra.Command, g *globals, f *tailFlags) error {
 		return asUsage(err)
 	}
 	serde := avro.NewSerde(reg)
+	if f.typ != "" {
+		if err := checkTailType(ctx, cmd, f, reg); err != nil {
+			return err
+		}
+	}
 
 	admCl, err := kafka.NewClient(ctx, g.KafkaConfig())
 	if err != nil {
@@ -283,4 +290,57 @@ func (t *tailer) wanted(typ string) bool {
 		return true
 	}
 	return !strings.Contains(t.f.typ, ".") && strings.HasSuffix(typ, "."+t.f.typ)
+}
+
+// checkTailType refuses a --type that no known type matches, so that a typo
+// is not an empty output and exit 0. The known types are the topology's
+// (when its file is there) and every record name in the registry's subjects
+// (<topic>-<full name>); when neither can be read, any type passes.
+func checkTailType(ctx context.Context, cmd *cobra.Command, f *tailFlags, reg *avro.RegistryClient) error {
+	var known []string
+	ns := ""
+	if _, err := os.Stat(f.topology); f.topology != "" && (err == nil || cmd.Flags().Changed("topology")) {
+		t, err := loadTopology(f.topology)
+		if err != nil {
+			return err
+		}
+		ns = t.Namespace
+		for _, tp := range t.Topics {
+			known = append(known, tp.Events...)
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	subjects, err := reg.Subjects(sctx)
+	cancel()
+	if err == nil {
+		for _, s := range subjects {
+			if i := strings.LastIndexByte(s, '-'); i >= 0 && strings.Contains(s[i+1:], ".") {
+				known = append(known, s[i+1:])
+			}
+		}
+	}
+	if len(known) == 0 {
+		return nil
+	}
+	t := &tailer{f: f}
+	var names []string
+	seen := map[string]bool{}
+	for _, k := range known {
+		if t.wanted(k) {
+			return nil
+		}
+		short := k
+		if ns != "" && strings.HasPrefix(k, ns+".") {
+			short = k[len(ns)+1:]
+		}
+		if !seen[short] {
+			seen[short] = true
+			names = append(names, short)
+		}
+	}
+	typed := f.typ
+	if ns != "" && strings.HasPrefix(typed, ns+".") {
+		typed = typed[len(ns)+1:]
+	}
+	return usagef("unknown event type %q%s: the known types are %s", f.typ, didYouMean(typed, names), strings.Join(names, ", "))
 }

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"net/url"
 	"os"
 	"strings"
 
@@ -48,7 +49,7 @@ func (g *Globals) AddFlags(f *pflag.FlagSet) {
 	envBool(f, &g.TLSInsecure, "tls-insecure", "TROUPE_TLS_INSECURE", "skip verification of the broker's certificate (testing only)")
 	envString(f, &g.SASLMech, "sasl-mechanism", "TROUPE_SASL_MECHANISM", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
 	envString(f, &g.SASLUser, "sasl-user", "TROUPE_SASL_USER", "", "SASL user name")
-	envString(f, &g.SASLPass, "sasl-password", "TROUPE_SASL_PASSWORD", "", "SASL password (prefer the environment variable)")
+	envSecret(f, &g.SASLPass, "sasl-password", "TROUPE_SASL_PASSWORD", "SASL password (prefer the environment variable: a flag shows in ps)")
 }
 
 // Setup builds the logger the flags describe.
@@ -93,6 +94,24 @@ func envString(f *pflag.FlagSet, p *string, name, env, def, usage string) {
 		def = v
 	}
 	f.StringVar(p, name, def, usage+" ["+env+"]")
+	// A URL from the environment may carry a password (user:pass@host):
+	// --help shows it redacted.
+	if u, err := url.Parse(def); err == nil && u.User != nil {
+		f.Lookup(name).DefValue = u.Redacted()
+	}
+}
+
+// envSecret registers a flag whose value --help never shows: its default,
+// from env, is set without becoming the flag's printed default, and the
+// usage only says whether env set it.
+func envSecret(f *pflag.FlagSet, p *string, name, env, usage string) {
+	v := os.Getenv(env)
+	note := " [" + env + "]"
+	if v != "" {
+		note = " [" + env + ": set]"
+	}
+	f.StringVar(p, name, "", usage+note)
+	*p = v
 }
 
 func envBool(f *pflag.FlagSet, p *bool, name, env, usage string) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -36,6 +37,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(*cobra.Command, []string) error {
+			g.API, g.Registry = withScheme(g.API), withScheme(g.Registry)
 			return asUsage(g.Setup())
 		},
 	}
@@ -68,4 +70,13 @@ func cmdContext(cmd *cobra.Command) context.Context {
 		return ctx
 	}
 	return context.Background()
+}
+
+// withScheme makes "host:port" an http:// URL, as people type --api and
+// --registry: url.Parse would take "localhost" for the scheme.
+func withScheme(u string) string {
+	if u == "" || strings.Contains(u, "://") {
+		return u
+	}
+	return "http://" + u
 }

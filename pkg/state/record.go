@@ -183,3 +183,57 @@ func first(b []byte) int {
 	}
 	return int(b[0])
 }
+
+// Progress is how far a step has processed one input partition: every
+// offset below Next, and the offsets in Done (each at or above Next, in
+// ascending order). Records of different instances run concurrently, so an
+// interval can end with a record unfinished (its handler did not start in
+// time, or its partition holds it for a retry) while later records of other
+// instances are done: they are remembered in Done, so that when the
+// partition is fetched again from Next they are not processed twice.
+type Progress struct {
+	Next int64
+	Done []int64
+}
+
+// Has reports whether offset off was processed.
+func (p Progress) Has(off int64) bool {
+	if off < p.Next {
+		return true
+	}
+	_, ok := slices.BinarySearch(p.Done, off)
+	return ok
+}
+
+// EncodeProgress encodes p as the value of an input offset key: Next as 8
+// bytes big-endian (the encoding of EncodeOffset, so that a store written
+// before Done existed reads as it did), then, if any, the done offsets as
+// uvarint deltas.
+func EncodeProgress(p Progress) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+2*len(p.Done)), uint64(p.Next))
+	prev := p.Next
+	for _, off := range p.Done {
+		b = binary.AppendUvarint(b, uint64(off-prev))
+		prev = off
+	}
+	return b
+}
+
+// DecodeProgress decodes a value written by EncodeProgress (or EncodeOffset).
+func DecodeProgress(b []byte) (Progress, error) {
+	if len(b) < 8 {
+		return Progress{}, fmt.Errorf("%w: input progress of %d bytes", ErrBadRecord, len(b))
+	}
+	p := Progress{Next: int64(binary.BigEndian.Uint64(b))}
+	prev := p.Next
+	for rest := b[8:]; len(rest) > 0; {
+		d, n := binary.Uvarint(rest)
+		if n <= 0 || d == 0 {
+			return Progress{}, fmt.Errorf("%w: input progress truncated", ErrBadRecord)
+		}
+		prev += int64(d)
+		p.Done = append(p.Done, prev)
+		rest = rest[n:]
+	}
+	return p, nil
+}

@@ -87,7 +87,19 @@ type Config struct {
 	CommitInterval time.Duration
 	// TransactionTimeout is how long the broker waits for a transaction of
 	// this step before aborting it (if the process died). Default 10 s.
+	// Under ExactlyOnce, CommitInterval + HandlerTimeout must stay within
+	// 80% of it, so that every interval commits in time.
 	TransactionTimeout time.Duration
+	// Concurrency is how many handler calls of different instances run at
+	// once (one instance's records always run one at a time, in offset
+	// order). 0 takes the step's Concurrency option, else the default, 16;
+	// 1 runs every record one after another. At most 10,000.
+	Concurrency int
+	// HandlerTimeout bounds one handler call: its Context.Context() ends
+	// then, and a call past it is a failed attempt under the retry policy.
+	// Default 5 s. A handler that ignores its context is given up 100 ms
+	// after it (and at shutdown, the step exits without waiting longer).
+	HandlerTimeout time.Duration
 	// GroupProtocol defaults to GroupProtocolAuto.
 	GroupProtocol GroupProtocol
 	// SessionTimeout is how long the group waits for a silent member before
@@ -118,6 +130,15 @@ type Config struct {
 	Logger zerolog.Logger
 }
 
+// Concurrency limits.
+const (
+	// DefaultConcurrency is Config.Concurrency when neither the config nor
+	// the step's Concurrency option sets it.
+	DefaultConcurrency = 16
+	// MaxConcurrency is the highest Config.Concurrency.
+	MaxConcurrency = 10_000
+)
+
 // Validate reports every problem with c at once.
 func (c *Config) Validate() error {
 	var errs []error
@@ -141,13 +162,16 @@ func (c *Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"CommitInterval", c.CommitInterval}, {"TransactionTimeout", c.TransactionTimeout}, {"SessionTimeout", c.SessionTimeout}} {
+	}{{"CommitInterval", c.CommitInterval}, {"TransactionTimeout", c.TransactionTimeout}, {"SessionTimeout", c.SessionTimeout}, {"HandlerTimeout", c.HandlerTimeout}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %s is negative", d.name, d.v))
 		}
 	}
-	if d := c.withDefaults(); d.CommitInterval*2 > d.TransactionTimeout {
-		errs = append(errs, fmt.Errorf("CommitInterval %s must be well below TransactionTimeout %s (at most half)", d.CommitInterval, d.TransactionTimeout))
+	if c.Concurrency < 0 || c.Concurrency > MaxConcurrency {
+		errs = append(errs, fmt.Errorf("Concurrency %d is out of range (1 to %d; 0 for the default, %d)", c.Concurrency, MaxConcurrency, DefaultConcurrency))
+	}
+	if d := c.withDefaults(); d.Guarantee == ExactlyOnce && (d.CommitInterval+d.HandlerTimeout)*5 > d.TransactionTimeout*4 {
+		errs = append(errs, fmt.Errorf("CommitInterval %s + HandlerTimeout %s must stay within 80%% of TransactionTimeout %s, or an interval could outlive its transaction (lower --handler-timeout or --commit-interval, or raise --transaction-timeout)", d.CommitInterval, d.HandlerTimeout, d.TransactionTimeout))
 	}
 	if c.DedupeWindow < 0 || c.MaxPollRecords < 0 {
 		errs = append(errs, errors.New("DedupeWindow and MaxPollRecords must not be negative"))
@@ -167,6 +191,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DedupeWindow == 0 {
 		c.DedupeWindow = 16
+	}
+	if c.HandlerTimeout == 0 {
+		c.HandlerTimeout = 5 * time.Second
 	}
 	if c.MaxPollRecords == 0 {
 		c.MaxPollRecords = 10_000

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -44,19 +43,20 @@ type cycle struct {
 	clNext  map[int32]int64 // next changelog offset per partition
 
 	buf []byte
+
+	sched
 }
 
 type taskCycle struct {
 	t *task
-	// applied is the next offset per topic after this interval, with the
-	// leader epoch of the last record (for at-least-once commits).
-	applied map[string]kgo.EpochOffset
-	// failed: the partition stopped at a record in this interval (held for
-	// a retry, see fail); rewind is the first record of each topic it did
-	// not handle.
-	failed bool
-	rewind map[string]kgo.EpochOffset
-	park   parkCycle
+	p int32
+	// inputs are the records fetched per topic, and which are settled.
+	inputs map[string]*input
+	// stopped: the partition stopped at a record in this interval (held for
+	// a retry, see fail, or stopped for good): nothing more of it starts.
+	stopped bool
+	park    parkCycle
+	final   map[string]finalProgress
 }
 
 type failure struct {
@@ -105,7 +105,8 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		committed, err := rt.sess.End(c.commitContext(ectx), kgo.TransactionEndTry(commit))
 		cancel()
 		if c.work > 0 || !committed {
-			rt.m.commit.Observe(time.Since(start).Seconds())
+			rt.lastCommit = time.Since(start)
+			rt.m.commit.Observe(rt.lastCommit.Seconds())
 		}
 		switch {
 		case err != nil:
@@ -224,6 +225,7 @@ func (c *cycle) commitAtLeastOnce() error {
 		return nil
 	}
 	start := time.Now()
+	defer func() { rt.lastCommit = time.Since(start); rt.m.commit.Observe(rt.lastCommit.Seconds()) }()
 	fctx, cancel := context.WithTimeout(c.pctx, 2*rt.cfg.TransactionTimeout)
 	defer cancel()
 	flushErr := rt.cl.Flush(fctx)
@@ -238,11 +240,15 @@ func (c *cycle) commitAtLeastOnce() error {
 		return err
 	}
 	for _, tc := range c.tasks {
-		for topic, eo := range tc.applied {
+		if tc.t == nil {
+			continue
+		}
+		for topic := range tc.inputs {
+			_, eo, _ := tc.progress(topic)
 			if rt.pending[topic] == nil {
 				rt.pending[topic] = make(map[int32]kgo.EpochOffset)
 			}
-			rt.pending[topic][tc.t.p] = eo
+			rt.pending[topic][tc.p] = eo
 		}
 	}
 	if len(rt.pending) > 0 {
@@ -258,34 +264,14 @@ func (c *cycle) commitAtLeastOnce() error {
 			clear(rt.pending)
 		}
 	}
-	rt.m.commit.Observe(time.Since(start).Seconds())
 	return nil
 }
 
-// collect polls and handles records until the interval ends, then fires
-// due timers and writes the changelog records of what changed.
+// collect runs the interval (exec.go) and writes the changelog records
+// of what it changed.
 func (c *cycle) collect(poll func(context.Context, int) kgo.Fetches) error {
-	rt := c.rt
-	deadline := time.Now().Add(rt.cfg.CommitInterval)
-	for c.failed == nil && !c.abort && c.ctx.Err() == nil {
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			break
-		}
-		pctx, cancel := context.WithTimeout(c.ctx, wait)
-		fs := poll(pctx, rt.cfg.MaxPollRecords)
-		cancel()
-		if err := rt.fetchErrors(fs); err != nil {
-			return err
-		}
-		if err := c.handle(fs); err != nil {
-			return err
-		}
-	}
-	if c.failed == nil && !c.abort {
-		if err := c.fireTimers(time.Now()); err != nil {
-			return err
-		}
+	if err := c.run(poll); err != nil {
+		return err
 	}
 	return c.writeChangelog()
 }
@@ -301,169 +287,6 @@ func (rt *Runtime) fetchErrors(fs kgo.Fetches) error {
 		}
 	}
 	return nil
-}
-
-func (c *cycle) taskCycle(p int32) *taskCycle {
-	tc := c.tasks[p]
-	if tc == nil {
-		tc = &taskCycle{t: c.rt.task(p), applied: make(map[string]kgo.EpochOffset)}
-		c.tasks[p] = tc
-	}
-	return tc
-}
-
-// handle processes a poll's records, partition by partition, in order.
-func (c *cycle) handle(fs kgo.Fetches) error {
-	var err error
-	eos := c.rt.cfg.Guarantee == ExactlyOnce
-	fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
-		if len(ftp.Records) == 0 || err != nil || (eos && (c.abort || c.failed != nil)) {
-			return
-		}
-		end := ftp.LastStableOffset
-		if end <= 0 {
-			end = ftp.HighWatermark
-		}
-		c.rt.m.setLag(ftp.Topic, ftp.Partition, max(end-ftp.Records[len(ftp.Records)-1].Offset-1, 0))
-		tc := c.taskCycle(ftp.Partition)
-		for _, r := range ftp.Records {
-			if tc.failed {
-				c.skip(tc, r)
-				return
-			}
-			if err = c.record(tc, r); err != nil || (eos && (c.abort || c.failed != nil)) {
-				return
-			}
-		}
-	})
-	return err
-}
-
-// record handles one record. Only storage errors are returned: a failing
-// record is retried in place or dead-lettered (see fail), and an event of an
-// instance blocked by a dead letter is parked (see intercept).
-func (c *cycle) record(tc *taskCycle, r *kgo.Record) error {
-	rt := c.rt
-	t := tc.t
-	if t == nil || t.state.Load() != taskActive {
-		// Fetching a partition starts only after its restore, and a
-		// revoked one's records are not returned: this is a revocation
-		// racing the poll. Under exactly-once the session aborts this
-		// transaction; under at-least-once rebalances wait for us.
-		rt.log.Debug().Str(logging.FieldTopic, r.Topic).Int32(logging.FieldPartition, r.Partition).Msg("record for a partition not active; aborting the interval")
-		c.abort = true
-		return nil
-	}
-	c.work++
-	next, seen := tc.applied[r.Topic]
-	if !seen {
-		next.Offset = t.applied[r.Topic]
-	}
-	advance := func() { tc.applied[r.Topic] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset + 1} }
-	if r.Offset < next.Offset {
-		rt.m.duplicate.Inc()
-		return nil
-	}
-	if consumed, err := c.intercept(tc, r); consumed || err != nil {
-		if err == nil {
-			advance()
-		}
-		return err
-	}
-
-	if h := rt.def.watched[r.Topic]; h != nil {
-		return c.watch(tc, r, h, advance)
-	}
-
-	meta, err := event.FromRecord(r)
-	if err != nil {
-		return c.fail(tc, r, "", Permanent(err))
-	}
-	id := string(r.Key)
-	if id == "" {
-		id = meta.SagaID
-	}
-	if err := state.ValidID(id); err != nil {
-		return c.fail(tc, r, id, Permanent(err))
-	}
-	if meta.Type != "" && !rt.wants(r.Topic, meta.Type) {
-		rt.m.ignored.Inc()
-		advance()
-		return nil
-	}
-
-	key := state.InstanceKey(id)
-	inst, ok, err := c.instance(tc, r, id, key)
-	if !ok || err != nil {
-		return err
-	}
-	if inst.HasSeen(meta.ID) {
-		rt.m.duplicate.Inc()
-		advance()
-		return nil
-	}
-	if took, err := c.sagaInput(tc, r, meta, id, key, &inst, advance); took || err != nil {
-		return err
-	}
-
-	h, name, v, err := rt.decode(c.ctx, meta.Type, r.Value)
-	if err != nil {
-		return c.fail(tc, r, id, decodeFailure(err))
-	}
-	if h == nil {
-		rt.m.ignored.Inc()
-		advance()
-		return nil
-	}
-
-	cl := &call{ctx: c.ctx, rt: rt, rec: r, meta: meta, id: id, inst: &inst}
-	if err := c.call(h, cl, v); err != nil {
-		return c.fail(tc, r, id, err)
-	}
-
-	rt.sagaHandled(cl, name)
-	if err := c.applyCall(t.p, key, &inst, cl, meta.ID); err != nil {
-		return err
-	}
-	advance()
-	rt.m.processed.Inc()
-	return nil
-}
-
-// instance reads instance id's stored state for record r in this
-// interval's transaction (zero if it has none). ok is false when the stored
-// state is unreadable: r has then been failed (see fail).
-func (c *cycle) instance(tc *taskCycle, r *kgo.Record, id string, key []byte) (inst state.Instance, ok bool, err error) {
-	raw, found, err := c.txn.Get(tc.t.p, key)
-	if err != nil || !found {
-		return inst, err == nil, err
-	}
-	if inst, err = state.DecodeInstance(raw); err != nil {
-		return inst, false, c.fail(tc, r, id, Permanent(fmt.Errorf("stored state of the instance: %w", err)))
-	}
-	return inst, true, nil
-}
-
-// call runs handler h for cl, timing it; the error is the handler's (a
-// panic included) or the first its Context met (Emit).
-func (c *cycle) call(h *handler, cl *call, v any) error {
-	start := time.Now()
-	err := invoke(h, cl, v)
-	c.rt.m.handler.Observe(time.Since(start).Seconds())
-	if err == nil {
-		err = cl.err
-	}
-	return err
-}
-
-// invoke calls the handler, turning a panic into a permanent error.
-func invoke(h *handler, c *call, v any) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = Permanent(fmt.Errorf("handler panicked: %v\n%s", p, debug.Stack()))
-		}
-	}()
-	return h.call(c, v)
 }
 
 // setTimer applies a handler's timer operation: a timer is a key ordered by
@@ -498,8 +321,10 @@ func (c *cycle) setTimer(p int32, id string, op timerOp) error {
 	return c.txn.Set(p, ik, state.EncodeOffset(at))
 }
 
-// fireTimers emits the due timers of every active partition and deletes
-// them, in this interval's transaction.
+// fireTimers emits the due event timers of every active partition and
+// deletes them, in this interval's transaction, and makes the due OnTimer
+// timers jobs of their instances' lanes. It runs first in the interval,
+// before any handler: nothing else writes the instances then.
 func (c *cycle) fireTimers(now time.Time) error {
 	rt := c.rt
 	lo, hi := state.TimersDue(now)
@@ -508,9 +333,6 @@ func (c *cycle) fireTimers(now time.Time) error {
 		tm  state.Timer
 	}
 	for _, t := range rt.activeTasks() {
-		if tc := c.tasks[t.p]; tc != nil && tc.failed {
-			continue
-		}
 		var ds []due
 		err := c.txn.Scan(t.p, lo, hi, func(k, v []byte) (bool, error) {
 			tm, err := state.DecodeTimer(v)
@@ -527,6 +349,10 @@ func (c *cycle) fireTimers(now time.Time) error {
 			at, id, name, err := state.ParseTimerKey(d.key)
 			if err != nil {
 				return err
+			}
+			if d.tm.Topic == "" && name != expireTimer {
+				c.enqueue(&job{tc: c.taskCycle(t.p), timer: &dueTimer{key: d.key, at: at, id: id, name: name, tm: d.tm}}, id)
+				continue
 			}
 			// An OnTimer handler fired before it in this pass may have
 			// cancelled or replaced it.
@@ -548,7 +374,7 @@ func (c *cycle) fireTimers(now time.Time) error {
 				}
 				continue
 			}
-			if took, err := c.timerHook(t.p, id, name, at, d.tm); took || err != nil {
+			if took, err := c.timerHook(t.p, id, name, d.tm); took || err != nil {
 				if err != nil {
 					return err
 				}
@@ -576,8 +402,9 @@ func (c *cycle) writeChangelog() error {
 		if tc.t == nil {
 			continue
 		}
-		for topic, eo := range tc.applied {
-			if err := c.txn.Set(p, state.InputOffsetKey(topic), state.EncodeOffset(eo.Offset)); err != nil {
+		for topic := range tc.inputs {
+			pr, _, _ := tc.progress(topic)
+			if err := c.txn.Set(p, state.InputOffsetKey(topic), state.EncodeProgress(pr)); err != nil {
 				return err
 			}
 		}
@@ -625,8 +452,8 @@ func (c *cycle) apply() error {
 		if tc.t == nil {
 			continue
 		}
-		for topic, eo := range tc.applied {
-			tc.t.applied[topic] = eo.Offset
+		for topic := range tc.inputs {
+			tc.t.applied[topic], _, _ = tc.progress(topic)
 		}
 	}
 	c.applyParking()

@@ -64,36 +64,6 @@ func Watch[S any](s *Step[S], h func(c *Context[S], r *kgo.Record) error, topics
 	s.def.inputs = append(s.def.inputs, topics...)
 }
 
-// watch hands record r of a watched topic to its handler h.
-func (c *cycle) watch(tc *taskCycle, r *kgo.Record, h *handler, advance func()) error {
-	rt := c.rt
-	id := string(r.Key)
-	if state.ValidID(id) != nil {
-		rt.m.ignored.Inc()
-		advance()
-		return nil
-	}
-	key := state.InstanceKey(id)
-	inst, ok, err := c.instance(tc, r, id, key)
-	if !ok || err != nil {
-		return err
-	}
-	// The record's headers may repeat another event's (a dead letter keeps
-	// the failed event's): what h emits derives from the record's place.
-	meta, _ := event.FromRecord(r)
-	meta.ID = ""
-	cl := &call{ctx: c.ctx, rt: rt, rec: r, meta: meta, id: id, inst: &inst}
-	if err := c.call(h, cl, r); err != nil {
-		return c.fail(tc, r, id, err)
-	}
-	if err := c.applyCall(tc.t.p, key, &inst, cl, ""); err != nil {
-		return err
-	}
-	advance()
-	rt.m.processed.Inc()
-	return nil
-}
-
 // OnTimer registers h to run when a timer set with Context.SetTimer fires.
 // h gets a Context for the timer's instance (its state, Emit, timers), and
 // the timer's name; like a handler, its effects apply only if it returns
@@ -204,41 +174,71 @@ func (rt *Runtime) decode(ctx context.Context, typ string, value []byte) (h *han
 	return h, name, v, nil
 }
 
-// fireCallback runs the OnTimer handler for a due timer that has no event
-// (set by SetTimer), in the interval's transaction. The timer's keys are
-// already deleted; a failed handler re-arms it a second later.
-func (c *cycle) fireCallback(p int32, id, name string, at time.Time, tm state.Timer) error {
-	rt := c.rt
-	log := rt.log.With().Str(logging.FieldSaga, id).Int32(logging.FieldPartition, p).Str("timer", name).Logger()
+// dueTimer is a due timer that calls the OnTimer handler (set by
+// SetTimer): a job of its instance's lane.
+type dueTimer struct {
+	key      []byte // its timer key
+	at       time.Time
+	id, name string
+	tm       state.Timer
+}
+
+// guardTimer starts the path of a due OnTimer timer: it is still set (an
+// earlier job of the instance may have cancelled it), its keys are deleted
+// in this interval's transaction, and the saga rules may drop it; then the
+// handler runs.
+func (c *cycle) guardTimer(j *job) verdict {
+	rt, d, p := c.rt, j.timer, j.tc.p
+	if _, ok, err := c.txn.Get(p, d.key); err != nil || !ok {
+		return stopErr(err)
+	}
+	for _, k := range [][]byte{d.key, state.TimerIndexKey(d.id, d.name)} {
+		if err := c.txn.Delete(p, k); err != nil {
+			return stopErr(err)
+		}
+	}
+	c.work++
+	if dropped, err := c.timerHook(p, d.id, d.name, d.tm); dropped || err != nil {
+		return stopErr(err)
+	}
+	log := rt.log.With().Str(logging.FieldSaga, d.id).Int32(logging.FieldPartition, p).Str("timer", d.name).Logger()
 	if rt.def.onTimer == nil {
 		log.Warn().Msg("timer set with SetTimer fired, but the step has no OnTimer handler; dropped")
-		return nil
+		return done
 	}
-	key := state.InstanceKey(id)
-	raw, ok, err := c.txn.Get(p, key)
+	j.id = d.id
+	j.key = state.InstanceKey(d.id)
+	raw, ok, err := c.txn.Get(p, j.key)
 	if err != nil {
-		return err
+		return stopErr(err)
 	}
-	var inst state.Instance
 	if ok {
-		if inst, err = state.DecodeInstance(raw); err != nil {
+		if j.inst, err = state.DecodeInstance(raw); err != nil {
 			log.Error().Err(err).Msg("stored state of the timer's instance is unreadable; timer dropped")
-			return nil
+			return done
 		}
 	}
 	meta := event.Metadata{
-		ID: tm.EventID, Source: rt.source, Time: at, SagaID: tm.SagaID,
-		CausationID: tm.CausationID, CorrelationID: tm.CorrelationID, TraceParent: tm.TraceParent,
+		ID: d.tm.EventID, Source: rt.source, Time: d.at, SagaID: d.tm.SagaID,
+		CausationID: d.tm.CausationID, CorrelationID: d.tm.CorrelationID, TraceParent: d.tm.TraceParent,
 	}
-	cl := &call{ctx: c.ctx, rt: rt, rec: &kgo.Record{Partition: p, Offset: -1, Key: []byte(id), Timestamp: at}, meta: meta, id: id, inst: &inst}
-	err = c.call(&handler{call: func(cl *call, _ any) error { return rt.def.onTimer(cl, name) }}, cl, nil)
-	rt.m.timers.Inc()
-	c.work++
-	if err != nil {
-		log.Error().Err(err).Msg("OnTimer handler failed; the timer fires again in 1 s")
-		return c.setTimer(p, id, timerOp{name: name, at: time.Now().Add(time.Second), timer: tm})
+	name := d.name
+	j.h = &handler{call: func(cl *call, _ any) error { return rt.def.onTimer(cl, name) }}
+	j.cl = &call{rt: rt, rec: &kgo.Record{Partition: p, Offset: -1, Key: []byte(d.id), Timestamp: d.at}, meta: meta, id: d.id}
+	return verdict{kind: vCall}
+}
+
+// finishTimer applies what an OnTimer handler did; a failed one re-arms
+// its timer a second later.
+func (c *cycle) finishTimer(j *job) verdict {
+	d := j.timer
+	c.rt.m.timers.Inc()
+	if j.err != nil {
+		c.rt.log.Error().Err(j.err).Str(logging.FieldSaga, d.id).Int32(logging.FieldPartition, j.tc.p).Str("timer", d.name).
+			Msg("OnTimer handler failed; the timer fires again in 1 s")
+		return stopErr(c.setTimer(j.tc.p, d.id, timerOp{name: d.name, at: time.Now().Add(time.Second), timer: d.tm}))
 	}
-	return c.applyCall(p, key, &inst, cl, "")
+	return stopErr(c.applyCall(j.tc.p, j.key, &j.inst, j.cl, ""))
 }
 
 // applyCall writes what a successful call did: the instance (remembering

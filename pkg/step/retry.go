@@ -107,101 +107,38 @@ func (p RetryPolicy) Backoff(attempt int) time.Duration {
 	return min(d, p.MaxBackoff)
 }
 
-// wait is Backoff with jitter.
-func (p RetryPolicy) wait(attempt int) time.Duration {
-	d := p.Backoff(attempt)
+// retryState is what a task knows about its failing records, owned by the
+// loop. It is not state: after a restart or a rebalance a record's attempts
+// count from 1 again.
+type retryState struct {
+	// attempts are the failed attempts of each record being retried.
+	attempts map[recordPlace]int
+	// held: the partition's fetching is paused until holdUntil.
+	held      bool
+	holdUntil time.Time
+}
+
+// jittered is wait d with the jitter of p (a policy with its defaults): a
+// uniform draw from [d*(1-Jitter), d].
+func (p RetryPolicy) jittered(d time.Duration) time.Duration {
 	if p.Jitter > 0 {
 		d -= time.Duration(rand.Float64() * p.Jitter * float64(d))
 	}
 	return d
 }
 
-// retryState is what a task knows about its failing record, owned by the
-// loop. It is not state: after a restart or a rebalance the record's
-// attempts count from 1 again.
-type retryState struct {
-	// The record being retried and how many attempts it had.
-	topic    string
-	offset   int64
-	attempts int
-	// held: the partition's fetching is paused until holdUntil.
-	held      bool
-	holdUntil time.Time
-}
-
-// attemptOf returns which attempt running r is: 1, or one more than the
-// attempts of the record retried in place at the same place.
-func (s *retryState) attemptOf(r *kgo.Record) int {
-	if s.attempts > 0 && s.topic == r.Topic && s.offset == r.Offset {
-		return s.attempts + 1
-	}
-	return 1
-}
-
-// fail handles a record whose handling failed with err: it is retried in
-// place (its partition holds at it for the backoff), or, past the policy's
-// attempts or for a permanent error, dead-lettered (or its partition
-// stopped, with StopPartition). Only storage errors are returned.
-func (c *cycle) fail(tc *taskCycle, r *kgo.Record, id string, err error) error {
-	rt := c.rt
+// hold stops t's partition for the rest of the interval and pauses its
+// fetching until until (at least): its records not settled are fetched
+// again when the hold ends (see Runtime.resumeHeld).
+func (c *cycle) hold(tc *taskCycle, until time.Time) {
+	tc.stopped = true
 	t := tc.t
-	pol := rt.cfg.Retry
-	attempt := t.retry.attemptOf(r)
-	if c.ctx.Err() != nil {
-		// Shutting down: a handler that saw its context cancelled did not
-		// really fail. Hold the record for whoever runs the partition next.
-		c.hold(tc, r)
-		return nil
+	if !t.retry.held || until.After(t.retry.holdUntil) {
+		t.retry.holdUntil = until
 	}
-	if !IsPermanent(err) && attempt < pol.Attempts {
-		wait := pol.wait(attempt)
-		t.retry = retryState{topic: r.Topic, offset: r.Offset, attempts: attempt, holdUntil: time.Now().Add(wait), held: t.retry.held}
-		rt.m.retries.Inc()
-		rt.log.Debug().Err(err).Str(logging.FieldSaga, id).Str(logging.FieldTopic, r.Topic).
-			Int32(logging.FieldPartition, r.Partition).Int64(logging.FieldOffset, r.Offset).
-			Int("attempt", attempt).Dur("retry_in", wait).Msg("record failed; retrying")
-		c.hold(tc, r)
-		return nil
-	}
-
-	rt.m.failed.Inc()
-	re := &RecordError{Step: rt.def.group(), Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Instance: id, Attempts: attempt, Err: err}
-	if pol.StopPartition {
-		tc.failed = true
-		c.skip(tc, r)
-		rt.log.Error().Err(err).Str(logging.FieldSaga, id).Str(logging.FieldTopic, r.Topic).
-			Int32(logging.FieldPartition, r.Partition).Int64(logging.FieldOffset, r.Offset).
-			Int("attempts", attempt).Bool("permanent", IsPermanent(err)).
-			Msg("record failed; stopping its partition until restart (the record is not skipped)")
-		if c.failed == nil {
-			c.failed = &failure{t: t, err: re}
-		}
-		return nil
-	}
-	return c.deadLetter(tc, r, id, re)
-}
-
-// hold stops t's partition at r for the rest of the interval and pauses its
-// fetching: r and whatever follows it are fetched again when the hold ends
-// (see Runtime.resumeHeld).
-func (c *cycle) hold(tc *taskCycle, r *kgo.Record) {
-	tc.failed = true
-	c.skip(tc, r)
-	if !tc.t.retry.held {
-		tc.t.retry.held = true
-		c.rt.cl.PauseFetchPartitions(c.rt.tps(tc.t.p))
-	}
-}
-
-// skip notes that r, of a partition that stopped at an earlier record in
-// this interval, was not handled: the consumer must fetch it again, and its
-// offset must not be committed.
-func (c *cycle) skip(tc *taskCycle, r *kgo.Record) {
-	if tc.rewind == nil {
-		tc.rewind = make(map[string]kgo.EpochOffset)
-	}
-	if _, ok := tc.rewind[r.Topic]; !ok {
-		tc.rewind[r.Topic] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
+	if !t.retry.held {
+		t.retry.held = true
+		c.rt.cl.PauseFetchPartitions(c.rt.tps(t.p))
 	}
 }
 
@@ -211,7 +148,11 @@ func (c *cycle) skip(tc *taskCycle, r *kgo.Record) {
 func (c *cycle) rewinds() map[string]map[int32]kgo.EpochOffset {
 	var out map[string]map[int32]kgo.EpochOffset
 	for p, tc := range c.tasks {
-		for topic, eo := range tc.rewind {
+		for topic := range tc.inputs {
+			_, eo, rewind := tc.progress(topic)
+			if !rewind {
+				continue
+			}
 			if out == nil {
 				out = make(map[string]map[int32]kgo.EpochOffset)
 			}
@@ -282,8 +223,6 @@ func (c *cycle) deadLetter(tc *taskCycle, r *kgo.Record, id string, re *RecordEr
 	dl := dlq.NewDeadLetter(&src, rt.def.name, re.Err, re.Attempts, now)
 	dl.Topic = rt.def.dlq()
 	rt.cl.Produce(c.pctx, dl, c.promise)
-	tc.applied[r.Topic] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset + 1}
-	tc.t.retry.attempts = 0
 	rt.m.deadLetters.Inc()
 	c.work++
 

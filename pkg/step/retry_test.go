@@ -36,11 +36,11 @@ func TestRetryPolicyBackoff(t *testing.T) {
 		t.Fatalf("defaults %+v", d)
 	}
 	for range 100 {
-		if w := d.wait(3); w < 320*time.Millisecond || w > 400*time.Millisecond {
+		if w := d.jittered(d.Backoff(3)); w < 320*time.Millisecond || w > 400*time.Millisecond {
 			t.Fatalf("wait(3) with 20%% jitter = %s, want within [320ms, 400ms]", w)
 		}
 	}
-	if w := (RetryPolicy{Jitter: -1}).withDefaults().wait(2); w != 200*time.Millisecond {
+	if w := (RetryPolicy{Jitter: -1}).withDefaults().jittered(200 * time.Millisecond); w != 200*time.Millisecond {
 		t.Fatalf("wait without jitter = %s", w)
 	}
 	for _, bad := range []RetryPolicy{{Attempts: -1}, {InitialBackoff: -1}, {InitialBackoff: time.Minute, MaxBackoff: time.Second}, {Jitter: 1.5}} {

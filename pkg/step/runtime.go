@@ -57,6 +57,9 @@ type Runtime struct {
 	// began (exactly-once; zero when the last one committed), and
 	// prodFailLogged when it was last logged. Loop only.
 	prodFailSince, prodFailLogged time.Time
+	// lastCommit is how long the last commit took: an interval that has
+	// handled all it fetched lasts at least that long (exec.go). Loop only.
+	lastCommit time.Duration
 
 	// ended is closed and replaced at the end of every interval (WaitCommit).
 	endMu sync.Mutex
@@ -78,12 +81,15 @@ type task struct {
 	log      zerolog.Logger
 	state    atomic.Int32
 	assigned map[string]bool // the topics whose partition p we hold (guarded by Runtime.mu)
+	// ctx ends when the partition is revoked or the step shuts down: its
+	// restore and its handler calls run under it.
+	ctx      context.Context
 	cancel   context.CancelFunc
 	restored chan struct{} // closed when the restore goroutine returns
 
-	// applied is the next offset to process per topic, as of the last
-	// commit: below it a record is a redelivery. Owned by the loop.
-	applied map[string]int64
+	// applied is how far each topic is processed, as of the last commit:
+	// a record it has is a redelivery. Owned by the loop.
+	applied map[string]state.Progress
 	// retry is the record the task retries in place (retry.go); parking,
 	// the instances blocked by a dead letter (park.go). Owned by the loop.
 	retry   retryState
@@ -97,6 +103,12 @@ func NewRuntime(s Definition, cfg Config) (*Runtime, error) {
 	errs := []error{d.validate(), cfg.Validate()}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = d.concurrency
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = DefaultConcurrency
 	}
 	cfg = cfg.withDefaults()
 	rt := &Runtime{
@@ -210,7 +222,8 @@ func (rt *Runtime) Run(ctx context.Context) (err error) {
 	rt.started.Store(true)
 	rt.log.Info().Str("guarantee", rt.cfg.Guarantee.String()).Str("group_protocol", string(rt.protocol)).
 		Strs("topics", rt.topics).Int32("partitions", partitions).Str("state_dir", rt.cfg.StateDir).
-		Dur("commit_interval", rt.cfg.CommitInterval).Msg("step running")
+		Dur("commit_interval", rt.cfg.CommitInterval).Int("concurrency", rt.cfg.Concurrency).
+		Dur("handler_timeout", rt.cfg.HandlerTimeout).Msg("step running")
 
 	if rt.cfg.Guarantee == ExactlyOnce {
 		err = rt.runExactlyOnce(ctx)
@@ -358,7 +371,8 @@ func (rt *Runtime) onAssigned(_ context.Context, cl *kgo.Client, assigned map[st
 				cl.PauseFetchPartitions(rt.tps(p))
 				rt.m.restoring.Inc()
 				ctx, cancel := context.WithCancel(rt.runCtx)
-				t.cancel = cancel
+				t.ctx, t.cancel = ctx, cancel
+				t.retry.attempts = make(map[recordPlace]int)
 				rt.restores.Add(1)
 				go rt.restore(ctx, t)
 			}
@@ -466,10 +480,10 @@ func (rt *Runtime) activateRestored() error {
 		if t.state.Load() != taskRestored {
 			continue
 		}
-		t.applied = make(map[string]int64)
+		t.applied = make(map[string]state.Progress)
 		err := rt.store.Scan(p, []byte{state.KindInputOffset}, func(k, v []byte) error {
-			off, err := state.DecodeOffset(v)
-			t.applied[string(k[1:])] = off
+			pr, err := state.DecodeProgress(v)
+			t.applied[string(k[1:])] = pr
 			return err
 		})
 		if err != nil {

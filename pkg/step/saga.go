@@ -126,13 +126,12 @@ func (rt *Runtime) checkSaga() error {
 
 // sagaInput applies the saga rules to a record before its handler, once the
 // instance is loaded and the record is known not to be a duplicate. It
-// reports whether it took the record (then it has done everything, from the
-// state write to advancing the offset, or failed the record); false means
-// the handler runs as usual.
-func (c *cycle) sagaInput(tc *taskCycle, r *kgo.Record, meta event.Metadata, id string, key []byte, inst *state.Instance, advance func()) (bool, error) {
+// reports whether it took the record, with the record's verdict (it has
+// then written what the rule does); false means the handler runs as usual.
+func (c *cycle) sagaInput(tc *taskCycle, r *kgo.Record, meta event.Metadata, id string, key []byte, inst *state.Instance) (bool, verdict) {
 	sc := c.rt.cfg.Saga
 	if sc == nil {
-		return false, nil
+		return false, done
 	}
 	p := tc.t.p
 	cl := &call{ctx: c.ctx, rt: c.rt, rec: r, meta: meta, id: id, inst: inst}
@@ -141,7 +140,7 @@ func (c *cycle) sagaInput(tc *taskCycle, r *kgo.Record, meta event.Metadata, id 
 	case r.Topic == sc.EndedTopic:
 		inst.Ended = true
 		if err := c.cancelTimers(p, id); err != nil {
-			return true, err
+			return true, stopErr(err)
 		}
 		if sc.Retention > 0 {
 			(&Context[struct{}]{c: cl}).Expire(time.Now().Add(sc.Retention))
@@ -157,27 +156,25 @@ func (c *cycle) sagaInput(tc *taskCycle, r *kgo.Record, meta event.Metadata, id 
 			outcome = OutcomeNullCompensation
 			inst.Compensated = true
 			if err := c.cancelTimers(p, id); err != nil {
-				return true, err
+				return true, stopErr(err)
 			}
 		default:
-			return false, nil
+			return false, done
 		}
 		if err := c.ack(cl); err != nil {
-			return true, c.fail(tc, r, id, err)
+			return true, failed(err)
 		}
 	case inst.Ended || inst.Compensated:
 		c.count(OutcomeDropped)
-		advance()
-		return true, nil
+		return true, done
 	default:
-		return false, nil
+		return false, done
 	}
 	if err := c.applyCall(p, key, inst, cl, meta.ID); err != nil {
-		return true, err
+		return true, stopErr(err)
 	}
 	c.count(outcome)
-	advance()
-	return true, nil
+	return true, done
 }
 
 // sagaHandled updates the instance's saga flags after its handler succeeded:
@@ -200,11 +197,11 @@ func (rt *Runtime) sagaHandled(cl *call, typ string) {
 }
 
 // timerHook runs for a due timer, its keys already deleted, before it is
-// emitted. It reports whether it took the timer: a timer without an event
-// (SetTimer) runs the OnTimer handler; an event timer of an instance whose
-// saga ended or whose step was compensated is dropped. An event timer that
-// emits CompletedBy marks its instance completed.
-func (c *cycle) timerHook(p int32, id, name string, at time.Time, tm state.Timer) (bool, error) {
+// emitted or its OnTimer handler runs. It reports whether it dropped the
+// timer: the timer of an instance whose saga ended or whose step was
+// compensated is. An event timer that emits CompletedBy marks its instance
+// completed.
+func (c *cycle) timerHook(p int32, id, name string, tm state.Timer) (bool, error) {
 	if sc := c.rt.cfg.Saga; sc != nil {
 		key := state.InstanceKey(id)
 		raw, ok, err := c.txn.Get(p, key)
@@ -229,9 +226,6 @@ func (c *cycle) timerHook(p int32, id, name string, at time.Time, tm state.Timer
 				return true, err
 			}
 		}
-	}
-	if tm.Topic == "" {
-		return true, c.fireCallback(p, id, name, at, tm)
 	}
 	return false, nil
 }

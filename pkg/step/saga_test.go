@@ -40,7 +40,9 @@ type work struct {
 
 const (
 	endedTopic = "t.saga.s.ended"
-	slowDelay  = 300 * time.Millisecond
+	// slowDelay is long enough for the test's SagaEnded to reach the step
+	// first: a test consumer's fetch takes up to 500 ms to see an output.
+	slowDelay = 2 * time.Second
 )
 
 func sagaSerde(t *testing.T) *avro.Serde {
@@ -234,12 +236,13 @@ func TestRepeatedCompensation(t *testing.T) {
 func TestSagaEnded(t *testing.T) {
 	d := startSagaStep(t)
 	d.send("in", "slow", Start{ID: "slow", Slow: true})
+	due := time.Now().Add(slowDelay)
 	d.send("in", "done", Start{ID: "done"})
 	next[Done](d, "out", "done")
 	d.end("slow")
 	d.end("done")
-	d.send("in", "slow", Start{ID: "slow"}) // dropped
-	time.Sleep(2 * slowDelay)               // the cancelled timer would have fired by now
+	d.send("in", "slow", Start{ID: "slow"})            // dropped
+	time.Sleep(time.Until(due) + 200*time.Millisecond) // the cancelled timer would have fired by now
 	d.send("in", "marker", Start{ID: "marker"})
 	next[Done](d, "out", "marker")
 

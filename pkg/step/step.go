@@ -44,6 +44,8 @@ type definition struct {
 	errs    []error
 	// state checks that a stored state decodes into S (for rebuild tools).
 	stateType reflect.Type
+	// concurrency is the step's Concurrency option; 0 when not set.
+	concurrency int
 }
 
 // handler is one registered handler, with its event type erased.
@@ -62,6 +64,17 @@ type Option struct{ apply func(*definition) }
 // partitions: partition N of each holds the same instances.
 func Inputs(topics ...string) Option {
 	return Option{func(d *definition) { d.inputs = append(d.inputs, topics...) }}
+}
+
+// Concurrency lets up to n handler calls of different instances run at
+// once (Config.Concurrency, when set, overrides it). Records of one
+// instance still run one at a time, in offset order, each seeing the state
+// the previous one left; so a handler needs no locks for its instance's
+// state, but anything it shares across instances (a map, a client without
+// its own locking) must be safe for concurrent use. 1 runs every record
+// one after another.
+func Concurrency(n int) Option {
+	return Option{func(d *definition) { d.concurrency = n }}
 }
 
 // New defines the step name of app. Its consumer group is <app>.<name>, its
@@ -140,6 +153,9 @@ func (d *definition) validate() error {
 		if in == d.changelog() || in == d.retry() {
 			errs = append(errs, fmt.Errorf("input %s is one of the step's own topics", in))
 		}
+	}
+	if d.concurrency < 0 || d.concurrency > MaxConcurrency {
+		errs = append(errs, fmt.Errorf("step.Concurrency(%d) is out of range (1 to %d)", d.concurrency, MaxConcurrency))
 	}
 	if len(d.handlers) == 0 && d.raw == nil && len(d.watched) == 0 {
 		errs = append(errs, errors.New("no handlers (register one with step.Handle)"))

@@ -492,7 +492,12 @@ func TestValidation(t *testing.T) {
 		{"bad step", New[counter]("", "s b"), Config{}, []string{"empty app", "not usable in a topic name", "no inputs", "no handlers"}},
 		{"duplicate handler", dup, Config{}, []string{"two handlers for event type step.Tick"}},
 		{"unregistered type", countStep("a"), Config{Kafka: kafka.Config{Brokers: []string{"127.0.0.1:1"}}, Codec: avro.NewSerde(&memRegistry{}), StateDir: "x"}, []string{"not registered"}},
-		{"bad numbers", countStep("a"), Config{CommitInterval: time.Minute, TransactionTimeout: time.Second, Guarantee: 7, GroupProtocol: "x"}, []string{"well below", "unknown guarantee", "unknown group protocol"}},
+		{"bad numbers", countStep("a"), Config{CommitInterval: time.Minute, TransactionTimeout: time.Second, Guarantee: 7, GroupProtocol: "x"}, []string{"unknown guarantee", "unknown group protocol"}},
+		{"interval outlives its transaction", countStep("a"), Config{CommitInterval: time.Second, HandlerTimeout: 8 * time.Second}, []string{"CommitInterval 1s + HandlerTimeout 8s must stay within 80% of TransactionTimeout 10s", "--handler-timeout"}},
+		{"handler timeout past the transaction", countStep("a"), Config{HandlerTimeout: 10 * time.Second}, []string{"HandlerTimeout 10s must stay within 80% of TransactionTimeout 10s"}},
+		{"concurrency out of range", countStep("a"), Config{Concurrency: -1}, []string{"Concurrency -1 is out of range (1 to 10000"}},
+		{"absurd concurrency", countStep("a"), Config{Concurrency: 1 << 20}, []string{"Concurrency 1048576 is out of range"}},
+		{"step concurrency out of range", New[counter]("a", "s", Inputs("x"), Concurrency(-3)), Config{}, []string{"step.Concurrency(-3) is out of range"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,485 @@
+package step
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/troupehq/troupe/pkg/logging"
+	"github.com/troupehq/troupe/pkg/state"
+)
+
+// Key-ordered concurrency within one commit interval (DESIGN §4).
+//
+// Each record the interval admits becomes a job in its instance's lane, in
+// offset order. Only a lane's head is worked on: its guards run in the
+// loop, then its handler on a goroutine of its own, at most
+// Config.Concurrency handlers at once across the lanes. When a handler
+// returns, the loop settles the job (its effects enter the transaction)
+// and the lane's next job starts, seeing the state the previous one left.
+// So handlers of different instances overlap, one instance's run in offset
+// order, and every write to the transaction, the store batch and the
+// producer is made by the loop alone, in one order per instance.
+//
+// An interval admits records for at most Config.CommitInterval; it ends
+// sooner when everything it fetched is settled and nothing more is
+// buffered (so latency follows the work, not the clock), but not before
+// the time the last commit took (so that under load transactions stay
+// large). Once admission ends no new handler starts: the jobs still queued
+// are left for the next interval, and the handlers running get at most
+// Config.HandlerTimeout. Commit interval plus handler timeout stay below
+// the transaction timeout (Config.Validate): an interval always commits in
+// time.
+//
+// A record left unsettled (queued at the end, or held for a retry) keeps
+// its partition's committed offset at it, while later records of other
+// instances may be done: those are remembered in the partition's progress
+// (state.Progress, in the same transaction) and skipped when the partition
+// is fetched again from the committed offset.
+
+// job is one unit of an interval's work for one instance: an input record,
+// or a due timer that calls the OnTimer handler.
+type job struct {
+	tc    *taskCycle
+	lane  *lane
+	rec   *kgo.Record // nil for a timer
+	slot  int         // the record's index in tc.inputs[rec.Topic]
+	timer *dueTimer
+
+	// Set by the guards for vCall.
+	id      string
+	h       *handler
+	cl      *call
+	ev      any
+	name    string // the event's full name
+	key     []byte
+	inst    state.Instance
+	eventID string
+
+	// Set by the worker.
+	started time.Time
+	err     error
+}
+
+// lane is one instance's jobs in this interval, in order; jobs[0] runs.
+type lane struct {
+	key  laneKey
+	jobs []*job
+	busy bool // jobs[0]'s handler is running
+}
+
+type laneKey struct {
+	p  int32
+	id string
+}
+
+// input is what an interval fetched of one topic of a task's partition,
+// in offset order, and which of it is settled.
+type input struct {
+	recs    []*kgo.Record
+	settled []bool
+}
+
+// recordPlace names a record of a partition.
+type recordPlace struct {
+	topic  string
+	offset int64
+}
+
+// sched is the interval's scheduler state. Loop only, except done and
+// wake, which the workers use.
+type sched struct {
+	lanes   map[laneKey]*lane
+	ready   []*lane       // lanes whose head waits to start, in the order they became ready
+	running map[*job]bool // handlers running
+	done    chan *job     // finished handlers
+	closed  chan struct{} // closed at the end of the interval: late workers drop their result
+	pending int           // jobs admitted and not settled
+	wakeMu  sync.Mutex
+	wakeFn  context.CancelFunc // ends the poll in progress when a handler finishes
+	begin   time.Time
+	admitBy time.Time // admission ends then
+	linger  time.Duration
+}
+
+func (s *sched) init(rt *Runtime) {
+	s.lanes = make(map[laneKey]*lane)
+	s.running = make(map[*job]bool)
+	s.done = make(chan *job, rt.cfg.Concurrency)
+	s.closed = make(chan struct{})
+	s.begin = time.Now()
+	s.admitBy = s.begin.Add(rt.cfg.CommitInterval)
+	s.linger = min(rt.lastCommit, rt.cfg.CommitInterval)
+}
+
+// halted reports whether the interval stops starting work: it must abort,
+// a partition stopped it (exactly-once), or the step shuts down.
+func (c *cycle) halted() bool {
+	return c.abort || (c.failed != nil && c.rt.cfg.Guarantee == ExactlyOnce) || c.ctx.Err() != nil
+}
+
+// run is the interval's work: due timers, then records polled and handled
+// until the interval ends, then the handlers still running. It returns
+// only errors that stop the step.
+func (c *cycle) run(poll func(context.Context, int) kgo.Fetches) error {
+	rt := c.rt
+	c.init(rt)
+	defer close(c.closed)
+	if err := c.fireTimers(c.begin); err != nil {
+		return err
+	}
+	for {
+		if err := c.dispatch(); err != nil {
+			return err
+		}
+		if c.halted() {
+			break
+		}
+		now := time.Now()
+		if !now.Before(c.admitBy) {
+			break
+		}
+		idle := len(c.running) == 0 && len(c.ready) == 0
+		if idle && c.work > 0 && rt.cl.BufferedFetchRecords() == 0 && now.Sub(c.begin) >= c.linger {
+			break // everything fetched is settled: commit now
+		}
+		if c.pending < rt.cfg.MaxPollRecords {
+			if err := c.poll(poll, idle); err != nil {
+				return err
+			}
+		} else if err := c.await(c.admitBy); err != nil {
+			return err
+		}
+		if err := c.reap(); err != nil {
+			return err
+		}
+	}
+	return c.drain()
+}
+
+// poll fetches more records and admits them. While handlers run, a
+// finishing one ends the poll, so that its lane goes on at once.
+func (c *cycle) poll(poll func(context.Context, int) kgo.Fetches, idle bool) error {
+	pctx, cancel := context.WithDeadline(c.ctx, c.admitBy)
+	defer cancel()
+	if !idle {
+		c.wakeMu.Lock()
+		c.wakeFn = cancel
+		c.wakeMu.Unlock()
+		defer func() {
+			c.wakeMu.Lock()
+			c.wakeFn = nil
+			c.wakeMu.Unlock()
+		}()
+		if len(c.done) > 0 {
+			return nil
+		}
+	}
+	fs := poll(pctx, c.rt.cfg.MaxPollRecords-c.pending)
+	if err := c.rt.fetchErrors(fs); err != nil {
+		return err
+	}
+	c.admit(fs)
+	return nil
+}
+
+// admit makes jobs of a poll's records, partition by partition, in order.
+func (c *cycle) admit(fs kgo.Fetches) {
+	fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		if len(ftp.Records) == 0 {
+			return
+		}
+		end := ftp.LastStableOffset
+		if end <= 0 {
+			end = ftp.HighWatermark
+		}
+		c.rt.m.setLag(ftp.Topic, ftp.Partition, max(end-ftp.Records[len(ftp.Records)-1].Offset-1, 0))
+		tc := c.taskCycle(ftp.Partition)
+		in := tc.input(ftp.Topic)
+		for _, r := range ftp.Records {
+			in.recs = append(in.recs, r)
+			in.settled = append(in.settled, false)
+			if tc.stopped || c.halted() {
+				continue // fetched again after the hold or the abort
+			}
+			c.enqueue(&job{tc: tc, rec: r, slot: len(in.recs) - 1}, instanceOf(r))
+		}
+	})
+}
+
+// enqueue appends j to the lane of instance id.
+func (c *cycle) enqueue(j *job, id string) {
+	k := laneKey{p: j.tc.p, id: id}
+	l := c.lanes[k]
+	if l == nil {
+		l = &lane{key: k}
+		c.lanes[k] = l
+	}
+	j.lane = l
+	l.jobs = append(l.jobs, j)
+	c.pending++
+	if len(l.jobs) == 1 {
+		c.ready = append(c.ready, l)
+	}
+}
+
+// dispatch works on the ready lanes' heads while handler slots are free:
+// guards, then a settle or a handler start.
+func (c *cycle) dispatch() error {
+	for len(c.ready) > 0 && len(c.running) < c.rt.cfg.Concurrency && !c.halted() && time.Now().Before(c.admitBy) {
+		l := c.ready[0]
+		c.ready = c.ready[1:]
+		j := l.jobs[0]
+		if j.tc.stopped {
+			c.dropLane(l)
+			continue
+		}
+		v := c.guard(j)
+		if v.kind == vCall {
+			c.start(j)
+			continue
+		}
+		if err := c.settle(j, v); err != nil {
+			return err
+		}
+		c.next(l)
+	}
+	return nil
+}
+
+// start runs j's handler on a goroutine of its own.
+func (c *cycle) start(j *job) {
+	rt := c.rt
+	j.lane.busy = true
+	j.started = time.Now()
+	c.running[j] = true
+	base := c.ctx
+	if t := j.tc.t; t != nil && t.ctx != nil {
+		base = t.ctx
+	}
+	ctx, cancel := context.WithTimeout(base, rt.cfg.HandlerTimeout)
+	done, closed := c.done, c.closed
+	go func() {
+		defer cancel()
+		j.run(ctx)
+		rt.m.handler.Observe(time.Since(j.started).Seconds())
+		select {
+		case done <- j:
+		case <-closed:
+			return // abandoned: the interval ended without it
+		}
+		c.wakeMu.Lock()
+		if c.wakeFn != nil {
+			c.wakeFn()
+		}
+		c.wakeMu.Unlock()
+	}()
+}
+
+// next pops the settled head of lane l and readies the lane's next job.
+func (c *cycle) next(l *lane) {
+	l.jobs[0] = nil
+	l.jobs = l.jobs[1:]
+	l.busy = false
+	c.pending--
+	if len(l.jobs) > 0 {
+		c.ready = append(c.ready, l)
+	} else {
+		delete(c.lanes, l.key)
+	}
+}
+
+// dropLane leaves l's jobs for a later interval (its partition stopped).
+func (c *cycle) dropLane(l *lane) {
+	c.pending -= len(l.jobs)
+	l.jobs = nil
+	delete(c.lanes, l.key)
+}
+
+// reap settles the handlers that finished, without waiting.
+func (c *cycle) reap() error {
+	for {
+		select {
+		case j := <-c.done:
+			if err := c.reaped(j); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+func (c *cycle) reaped(j *job) error {
+	delete(c.running, j)
+	if err := c.settle(j, c.finish(j)); err != nil {
+		return err
+	}
+	c.next(j.lane)
+	return nil
+}
+
+// await waits for a handler to finish, until by at the latest, and
+// settles it.
+func (c *cycle) await(by time.Time) error {
+	if len(c.running) == 0 {
+		return nil
+	}
+	t := time.NewTimer(time.Until(by))
+	defer t.Stop()
+	select {
+	case j := <-c.done:
+		return c.reaped(j)
+	case <-t.C:
+		return nil
+	}
+}
+
+// errHandlerAbandoned fails a call given up past its timeout.
+var errHandlerAbandoned = errors.New("handler ran past its timeout and ignored its context's end; the call was given up (Config.HandlerTimeout, --handler-timeout)")
+
+// handlerSlack is how long past its timeout the interval waits for a
+// handler that ignores its context before it gives the call up.
+const handlerSlack = 100 * time.Millisecond
+
+// drain waits for the handlers still running, each until its timeout; a
+// handler that ignores its context is given up (its record fails the
+// attempt, and under shutdown the step exits without it). Queued jobs stay
+// for the next interval.
+func (c *cycle) drain() error {
+	rt := c.rt
+	for len(c.running) > 0 {
+		var first time.Time
+		for j := range c.running {
+			if dl := j.started.Add(rt.cfg.HandlerTimeout + handlerSlack); first.IsZero() || dl.Before(first) {
+				first = dl
+			}
+		}
+		t := time.NewTimer(time.Until(first))
+		select {
+		case j := <-c.done:
+			t.Stop()
+			if err := c.reaped(j); err != nil {
+				return err
+			}
+			continue
+		case <-t.C:
+		}
+		now := time.Now()
+		for j := range c.running {
+			if now.Before(j.started.Add(rt.cfg.HandlerTimeout + handlerSlack)) {
+				continue
+			}
+			rt.log.Error().Str(logging.FieldSaga, j.id).Int32(logging.FieldPartition, j.tc.p).
+				Dur("call_age", now.Sub(j.started)).Dur("handler_timeout", rt.cfg.HandlerTimeout).
+				Msg("handler ignored its context past its timeout; giving the call up (pass Context.Context() to what it waits on)")
+			delete(c.running, j)
+			j.err = errHandlerAbandoned
+			if c.ctx.Err() != nil && j.rec != nil {
+				// Shutting down: leave the record for the next owner.
+				c.hold(j.tc, time.Time{})
+				c.next(j.lane)
+				continue
+			}
+			if err := c.settle(j, c.finish(j)); err != nil {
+				return err
+			}
+			c.next(j.lane)
+		}
+	}
+	return nil
+}
+
+// taskCycle is the interval's view of partition p.
+func (c *cycle) taskCycle(p int32) *taskCycle {
+	tc := c.tasks[p]
+	if tc == nil {
+		tc = &taskCycle{t: c.rt.task(p), p: p, inputs: make(map[string]*input)}
+		c.tasks[p] = tc
+	}
+	return tc
+}
+
+func (tc *taskCycle) input(topic string) *input {
+	in := tc.inputs[topic]
+	if in == nil {
+		in = &input{}
+		tc.inputs[topic] = in
+	}
+	return in
+}
+
+// settled marks record job j finished.
+func (tc *taskCycle) settled(j *job) {
+	if in := tc.inputs[j.rec.Topic]; in != nil && j.slot < len(in.settled) {
+		in.settled[j.slot] = true
+	}
+}
+
+// progress is where the interval leaves each topic of the partition: the
+// first record it did not settle (or past the last it fetched), with the
+// records settled beyond it, and that position with its leader epoch for
+// the offset commit. rewind reports whether the consumer must fetch from
+// there again (it was polled past it).
+func (tc *taskCycle) progress(topic string) (state.Progress, kgo.EpochOffset, bool) {
+	if pr, ok := tc.final[topic]; ok {
+		return pr.p, pr.eo, pr.rewind
+	}
+	p, eo, rewind := tc.computeProgress(topic)
+	if tc.final == nil {
+		tc.final = make(map[string]finalProgress)
+	}
+	tc.final[topic] = finalProgress{p, eo, rewind}
+	return p, eo, rewind
+}
+
+// finalProgress memoizes progress: it is asked for by the changelog, the
+// offset commit and the store, once the interval's records are settled.
+type finalProgress struct {
+	p      state.Progress
+	eo     kgo.EpochOffset
+	rewind bool
+}
+
+func (tc *taskCycle) computeProgress(topic string) (p state.Progress, eo kgo.EpochOffset, rewind bool) {
+	in := tc.inputs[topic]
+	var old state.Progress
+	if tc.t != nil {
+		old = tc.t.applied[topic]
+	}
+	if in == nil || len(in.recs) == 0 {
+		return old, kgo.EpochOffset{Epoch: -1, Offset: old.Next}, false
+	}
+	first := -1
+	for i, ok := range in.settled {
+		if !ok {
+			first = i
+			break
+		}
+	}
+	last := in.recs[len(in.recs)-1]
+	if first < 0 {
+		p.Next = last.Offset + 1
+		eo = kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: p.Next}
+	} else {
+		r := in.recs[first]
+		p.Next = r.Offset
+		eo = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
+		rewind = true
+		for i := first + 1; i < len(in.recs); i++ {
+			if in.settled[i] {
+				p.Done = append(p.Done, in.recs[i].Offset)
+			}
+		}
+	}
+	p.Next = max(p.Next, old.Next)
+	p.Done = append(p.Done, old.Done...)
+	p.Done = slices.DeleteFunc(p.Done, func(off int64) bool { return off <= p.Next })
+	slices.Sort(p.Done)
+	p.Done = slices.Compact(p.Done)
+	return p, eo, rewind
+}

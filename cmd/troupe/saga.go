@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,11 +25,21 @@ func newSagaCmd(g *globals) *cobra.Command {
 		Long: `Reads saga instances from the coordinator's HTTP API (--api, TROUPE_API_URL).
 An instance's id is its saga key (for the example saga, the orderId).
 Statuses: RUNNING, COMPLETED, COMPENSATING, COMPENSATED (failed and undone),
-FAILED (a compensation could not be done: an operator must act).`,
+FAILED (a compensation could not be done: an operator must act).
+
+A saga begins only with its trigger event. An event of an id whose trigger
+the coordinator has not seen starts nothing: it is an orphan, listed by
+"troupe saga orphans" and counted by "troupe saga stats". If the trigger
+comes within an hour, it adopts the orphans that followed from it (events
+read early from another topic); the others stay orphans.`,
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "get ID",
 		Short: "Print one instance as JSON: status, reason, completed and compensated steps, history",
+		Long: `Prints one instance as JSON, its fields in this order: id, saga, status,
+reason, error, completed, compensated, startedAt, updatedAt, endedAt, pending,
+queue, deadLetters, history (each entry: type, step, time, topic, partition,
+offset, note), orphans.`,
 		Example: `  troupe saga get order-42
   troupe saga get order-42 | jq .compensated`,
 		Args: exactArgs(1, "the saga instance id"),
@@ -37,33 +48,37 @@ FAILED (a compensation could not be done: an operator must act).`,
 			if err := apiGet(cmdContext(cmd), g.API, "/api/sagas/"+url.PathEscape(args[0]), &raw); err != nil {
 				return err
 			}
-			var pretty strings.Builder
-			dec := json.NewDecoder(strings.NewReader(string(raw)))
-			var v any
-			if err := dec.Decode(&v); err != nil {
+			// Indent keeps the API's order of fields (a reader's, not
+			// alphabetical as a map would print them).
+			var pretty bytes.Buffer
+			if err := json.Indent(&pretty, raw, "", "  "); err != nil {
 				return fmt.Errorf("decode answer of %s: %w", g.API, err)
 			}
-			enc := json.NewEncoder(&pretty)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(v)
-			_, err := io.WriteString(cmd.OutOrStdout(), pretty.String())
+			pretty.WriteByte('\n')
+			_, err := cmd.OutOrStdout().Write(pretty.Bytes())
 			return err
 		},
 	})
-	var status string
+	var status, cursor string
 	var limit int
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List instances, optionally by status",
+		Short: "List instances, newest first, optionally by status",
+		Long: `Lists instances newest first (by start time), a page at a time: past the
+first page, pass the --cursor the previous page printed.`,
 		Example: `  troupe saga list
   troupe saga list --status FAILED
-  troupe saga list --status COMPENSATED --limit 500 --json`,
+  troupe saga list --status COMPENSATED --limit 500 --json
+  troupe saga list --limit 100 --cursor MTc2NDU3...`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			q := url.Values{}
 			if status != "" {
 				q.Set("status", strings.ToUpper(status))
+			}
+			if cursor != "" {
+				q.Set("cursor", cursor)
 			}
 			q.Set("limit", fmt.Sprint(limit))
 			var page saga.Page
@@ -77,22 +92,25 @@ FAILED (a compensation could not be done: an operator must act).`,
 				return enc.Encode(page)
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATUS\tREASON\tCOMPLETED\tCOMPENSATED\tUPDATED")
+			fmt.Fprintln(tw, "ID\tSTATUS\tREASON\tCOMPLETED\tCOMPENSATED\tSTARTED\tUPDATED")
 			for _, in := range page.Items {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.Status, dash(in.Reason),
-					dash(strings.Join(in.Completed, ",")), dash(strings.Join(in.Compensated, ",")), in.UpdatedAt.Format(time.RFC3339))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.Status, dash(in.Reason),
+					dash(strings.Join(in.Completed, ",")), dash(strings.Join(in.Compensated, ",")),
+					in.StartedAt.Format(time.RFC3339), in.UpdatedAt.Format(time.RFC3339))
 			}
 			tw.Flush()
 			if page.Next != "" {
-				fmt.Fprintf(out, "(more: raise --limit)\n")
+				fmt.Fprintf(out, "(more: add --cursor %s)\n", page.Next)
 			}
 			return nil
 		},
 	}
 	list.Flags().StringVar(&status, "status", "", "only instances with this status")
 	list.Flags().IntVar(&limit, "limit", saga.DefaultLimit, fmt.Sprintf("at most this many (1-%d)", saga.MaxLimit))
+	list.Flags().StringVar(&cursor, "cursor", "", "start after the previous page (the cursor it printed)")
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	cmd.AddCommand(list)
+	cmd.AddCommand(newSagaOrphansCmd(g))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "stats",
 		Short: "Count instances by status",
@@ -105,9 +123,66 @@ FAILED (a compensation could not be done: an operator must act).`,
 			for _, s := range []saga.Status{saga.Running, saga.Completed, saga.Compensating, saga.Compensated, saga.Failed} {
 				fmt.Fprintf(cmd.OutOrStdout(), "%-13s %d\n", s, st.ByStatus[s])
 			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%-13s %d  (events that started no saga: troupe saga orphans)\n", "orphans", st.Orphans)
 			return nil
 		},
 	})
+	return cmd
+}
+
+func newSagaOrphansCmd(g *globals) *cobra.Command {
+	var cursor string
+	var limit int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "orphans",
+		Short: "List orphans: events of ids whose saga never started (no trigger seen)",
+		Long: `Lists the orphans the coordinators keep: events of an instance id whose
+trigger the coordinator has not seen. They started no saga (no deadline, no
+compensation, no SagaEnded, not in the stats by status). Each shows the
+event's type, its topic, partition and offset, who produced it (ce_source)
+and when. An id's orphans are kept an hour (at most 16 of them); a trigger
+that comes meanwhile adopts those that followed from it.
+
+Common causes: a test or forged record, a producer that keys events by
+another field than the saga key, or a trigger produced to another partition.`,
+		Example: `  troupe saga orphans
+  troupe saga orphans --json | jq -r '.items[].source' | sort | uniq -c`,
+		Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{"limit": {fmt.Sprint(limit)}}
+			if cursor != "" {
+				q.Set("cursor", cursor)
+			}
+			var page saga.OrphanPage
+			if err := apiGet(cmdContext(cmd), g.API, "/api/orphans?"+q.Encode(), &page); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(page)
+			}
+			if len(page.Items) == 0 && cursor == "" {
+				fmt.Fprintln(out, "no orphans: every event kept belongs to a saga that started")
+				return nil
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTYPE\tAT\tSOURCE\tTIME")
+			for _, o := range page.Items {
+				fmt.Fprintf(tw, "%s\t%s\t%s/%d@%d\t%s\t%s\n", o.ID, o.Type, o.Topic, o.Partition, o.Offset, dash(o.Source), o.Time.Format(time.RFC3339))
+			}
+			tw.Flush()
+			if page.Next != "" {
+				fmt.Fprintf(out, "(more: add --cursor %s)\n", page.Next)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", saga.DefaultLimit, fmt.Sprintf("at most this many (1-%d)", saga.MaxLimit))
+	cmd.Flags().StringVar(&cursor, "cursor", "", "start after the previous page (the cursor it printed)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	return cmd
 }
 

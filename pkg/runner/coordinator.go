@@ -20,13 +20,19 @@ import (
 // NewCoordinator builds the runtime of topology t's saga coordinator, its
 // store (the saga API's Reader for this process) and registers its
 // readiness and its troupe_saga_instances gauge on the env. The env's serde
-// learns SagaEnded.
+// learns SagaEnded. With o.Advertise, the coordinator's Kafka client id
+// advertises its saga API to the other coordinators of its group
+// (saga.ClientID); serve that API with MountSaga.
 func (e *Env) NewCoordinator(t *topology.Topology, o StepOptions) (*step.Runtime, *saga.Store, error) {
 	if err := saga.Register(e.Serde); err != nil {
 		return nil, nil, err
 	}
 	c := saga.NewCoordinator(t, e.Serde, e.Metrics)
-	rt, err := step.NewRuntime(c.Step(), e.stepConfig(o))
+	cfg := e.stepConfig(o)
+	if o.Advertise != "" {
+		cfg.Kafka.ClientID = saga.ClientID(o.Advertise)
+	}
+	rt, err := step.NewRuntime(c.Step(), cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -36,6 +42,23 @@ func (e *Env) NewCoordinator(t *topology.Topology, o StepOptions) (*step.Runtime
 		return nil, nil, fmt.Errorf("register saga metrics: %w", err)
 	}
 	return rt, store, nil
+}
+
+// MountSaga serves the saga API and the UI of the coordinator read by
+// store on the env's server, merged with the other coordinators of its
+// group (saga.Cluster): any of them answers for every partition, whichever
+// holds it, or says which peer it cannot reach and what to do. self is
+// this process's advertised API (NewCoordinator's StepOptions.Advertise).
+// Call close when done.
+func (e *Env) MountSaga(ctx context.Context, t *topology.Topology, store *saga.Store, self string) (close func(), err error) {
+	admin, err := kafka.NewClient(ctx, e.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	cluster := saga.NewCluster(store, self, t.CoordinatorGroup(), kadm.NewClient(admin))
+	saga.Mount(e.Server, cluster, cluster)
+	ui.Mount(e.Server)
+	return admin.Close, nil
 }
 
 // runCoordinator is `run --coordinator`: the coordinator, and the saga API
@@ -70,20 +93,17 @@ func runCoordinator(ctx context.Context, app App, g *Globals, o RunOptions, t *t
 		ln.Close()
 		return err
 	}
-	rt, store, err := env.NewCoordinator(t, StepOptions{StateDir: dir, Guarantee: gu})
+	rt, store, err := env.NewCoordinator(t, StepOptions{StateDir: dir, Guarantee: gu, Advertise: self})
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	admin, err := kafka.NewClient(ctx, kcfg)
+	closeAPI, err := env.MountSaga(ctx, t, store, self)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	defer admin.Close()
-	cluster := saga.NewCluster(store, self, t.CoordinatorGroup(), kadm.NewClient(admin))
-	saga.Mount(env.Server, cluster, cluster)
-	ui.Mount(env.Server)
+	defer closeAPI()
 	log.Info().Str("http", "http://"+ln.Addr().String()).Str("advertise", self).Str("state_dir", dir).
 		Stringer("guarantee", gu).Strs("brokers", env.Kafka.Brokers).Msg("starting saga coordinator")
 	return serve(ctx, ln, env, rt.Run)

@@ -67,6 +67,10 @@ type StepOptions struct {
 	// StateDir is the step's own state directory.
 	StateDir  string
 	Guarantee step.Guarantee
+	// Advertise is, for a coordinator, the base URL of this process's saga
+	// API, which its Kafka client id advertises to the other coordinators
+	// of its group (saga.ClientID); empty: none.
+	Advertise string
 }
 
 // NewStep builds the runtime of step name of topology t and registers its

@@ -119,7 +119,9 @@ func TestDevUIInBrowser(t *testing.T) {
 	for _, want := range []string{
 		`data-status="COMPLETED"`, `data-status="RUNNING"`, // the counts by status
 		`data-id="order-`,                                          // a row of the list
+		`id="orphans"`,                                             // events that started no saga
 		`<table id="history">`, `OrderPlaced`, `PaymentAuthorized`, // the saga's history
+		`>orders/`, // an entry's topic/partition@offset
 		"Outstanding dead letters (1)",
 		"troupe dlq replay --step inventory --partition " + strconv.Itoa(int(d.Partition)) + " --offset " + strconv.FormatInt(d.Offset, 10),
 		"warehouse system unavailable",

@@ -43,16 +43,28 @@ type Page struct {
 // Stats counts instances by status.
 type Stats struct {
 	ByStatus map[Status]int `json:"byStatus"`
+	// Orphans counts the orphans kept: events of ids whose trigger has not
+	// come (no saga, not in ByStatus), and events a saga did not take.
+	Orphans int `json:"orphans"`
 	// Partitions are the partitions counted: every partition of the saga
 	// in a whole answer, those of one process with scope=local.
 	Partitions []int32 `json:"partitions,omitempty"`
 }
 
+// OrphanPage is one page of Reader.Orphans.
+type OrphanPage struct {
+	Items []Orphan `json:"items"`
+	Next  string   `json:"next,omitempty"` // cursor of the next page; empty at the end
+}
+
 // Reader is what the saga API reads: the coordinator's store.
 type Reader interface {
 	Instance(ctx context.Context, id string) (*Instance, error)
+	// List returns instances newest first.
 	List(ctx context.Context, q Query) (Page, error)
 	Stats(ctx context.Context) (Stats, error)
+	// Orphans returns the orphans kept (q.Status is ignored).
+	Orphans(ctx context.Context, q Query) (OrphanPage, error)
 }
 
 // Locator tells whether this process owns an instance's partition, and if
@@ -72,22 +84,36 @@ type LocalReader interface {
 // Mount adds the saga API to srv:
 //
 //	GET /api/sagas/{id}                      one instance (307 to its owner when not here)
-//	GET /api/sagas?status=&limit=&cursor=    a page of instances
-//	GET /api/sagas/stats                     {"byStatus":{"COMPLETED":n,...},"partitions":[...]}
+//	GET /api/sagas?status=&limit=&cursor=    a page of instances, newest first
+//	GET /api/sagas/stats                     {"byStatus":{"COMPLETED":n,...},"orphans":n,"partitions":[...]}
+//	GET /api/orphans?limit=&cursor=          a page of orphans: events that started no saga
+//
+// When r is a lone *Store (no peers), a list or stats needs every partition
+// of the saga to be served here, and fails with 503 naming the cause
+// otherwise, rather than answer for part of them.
 //
 // With scope=local, a list or stats answers for this process's partitions
 // only (how a Cluster asks its peers). A redirected request carries
 // redirected=1 and is answered where it lands, so that two processes with
 // stale views of the group cannot bounce a client between them.
 func Mount(srv *api.Server, r Reader, loc Locator) {
-	reader := func(req *http.Request) Reader {
+	// reader is the Reader for req, or why none can answer it whole.
+	reader := func(req *http.Request) (Reader, error) {
 		if lr, ok := r.(LocalReader); ok && req.URL.Query().Get("scope") == "local" {
-			return lr.Local()
+			return lr.Local(), nil
 		}
-		return r
+		if st, ok := r.(*Store); ok && loc == nil {
+			return r, st.whole()
+		}
+		return r, nil
 	}
 	srv.Handle("GET /api/sagas/stats", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		st, err := reader(req).Stats(req.Context())
+		rd, err := reader(req)
+		if err != nil {
+			writeErr(w, err, "read saga stats")
+			return
+		}
+		st, err := rd.Stats(req.Context())
 		if err != nil {
 			writeErr(w, err, "read saga stats")
 			return
@@ -103,7 +129,10 @@ func Mount(srv *api.Server, r Reader, loc Locator) {
 			}
 		}
 		inst, err := r.Instance(req.Context(), id)
+		var ns *NotStartedError
 		switch {
+		case errors.As(err, &ns):
+			api.WriteError(w, http.StatusNotFound, "no saga instance %q: %v", id, err)
 		case errors.Is(err, ErrNotFound):
 			api.WriteError(w, http.StatusNotFound, "no saga instance %q (check the id: it is the saga key, e.g. the orderId; an instance appears once its trigger event is consumed)", id)
 		case err != nil:
@@ -118,13 +147,41 @@ func Mount(srv *api.Server, r Reader, loc Locator) {
 			api.WriteError(w, http.StatusBadRequest, "%v", err)
 			return
 		}
-		page, err := reader(req).List(req.Context(), q)
+		rd, err := reader(req)
+		if err != nil {
+			writeErr(w, err, "list sagas")
+			return
+		}
+		page, err := rd.List(req.Context(), q)
 		if err != nil {
 			writeErr(w, err, "list sagas")
 			return
 		}
 		if page.Items == nil {
 			page.Items = []Instance{}
+		}
+		api.WriteJSON(w, http.StatusOK, page)
+	}))
+	srv.Handle("GET /api/orphans", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		v := req.URL.Query()
+		v.Del("status")
+		q, err := parseQuery(v)
+		if err != nil {
+			api.WriteError(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+		rd, err := reader(req)
+		if err != nil {
+			writeErr(w, err, "list orphans")
+			return
+		}
+		page, err := rd.Orphans(req.Context(), q)
+		if err != nil {
+			writeErr(w, err, "list orphans")
+			return
+		}
+		if page.Items == nil {
+			page.Items = []Orphan{}
 		}
 		api.WriteJSON(w, http.StatusOK, page)
 	}))
@@ -137,7 +194,7 @@ func writeErr(w http.ResponseWriter, err error, what string) {
 		api.WriteError(w, http.StatusBadRequest, "%s: %v", what, err)
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNotServed):
 		w.Header().Set("Retry-After", "1")
-		api.WriteError(w, http.StatusServiceUnavailable, "%s: %v (retry in a moment)", what, err)
+		api.WriteError(w, http.StatusServiceUnavailable, "%s: %v", what, err)
 	default:
 		api.WriteError(w, http.StatusInternalServerError, "%s: %v", what, err)
 	}

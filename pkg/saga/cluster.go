@@ -60,9 +60,24 @@ type Cluster struct {
 	client *http.Client
 
 	mu       sync.Mutex
-	owners   map[int32]string // partition → base URL of its process ("" if it has none)
+	owners   map[int32]member // partition → the group member that holds it
 	loadedAt time.Time
 	loadErr  error
+}
+
+// member is a member of the coordinator's group, as its description says.
+type member struct {
+	url      string // base URL of its saga API; "" if it advertises none
+	clientID string
+	host     string
+}
+
+// String names the member for an error message.
+func (m member) String() string {
+	if m.url != "" {
+		return m.url
+	}
+	return fmt.Sprintf("the member with client id %q on host %s", m.clientID, strings.TrimPrefix(m.host, "/"))
 }
 
 // ownersTTL is how long a description of the group is trusted.
@@ -88,20 +103,43 @@ func (c *Cluster) Owner(id string) (string, bool) {
 		return "", true
 	}
 	owners, _ := c.ownersOf(context.Background())
-	if u := owners[p]; u != c.self {
+	if u := owners[p].url; u != c.self {
 		return u, false
 	}
 	return "", false
 }
 
 // Instance reads instance id from this process (the API redirects to the
-// owner first when it knows it).
+// owner first when it knows it). When another member holds its partition
+// but cannot be redirected to, the error names it and what to do.
 func (c *Cluster) Instance(ctx context.Context, id string) (*Instance, error) {
-	return c.local.Instance(ctx, id)
+	inst, err := c.local.Instance(ctx, id)
+	if !errors.Is(err, ErrNotServed) {
+		return inst, err
+	}
+	p := c.local.Partition(id)
+	owners, oerr := c.ownersOf(ctx)
+	m, held := owners[p]
+	switch {
+	case oerr != nil:
+		return nil, fmt.Errorf("instance %q is in partition %d, not served here, and %w: cannot tell which coordinator serves it: %v", id, p, ErrUnavailable, oerr)
+	case !held:
+		return nil, fmt.Errorf("instance %q is in partition %d, which %w: no member of group %s holds it now (a rebalance or a restore: retry in a moment; if it lasts, is a coordinator running?)", id, p, ErrUnavailable, c.group)
+	case m.url == "":
+		return nil, fmt.Errorf("instance %q is in partition %d, %w by %s", id, p, ErrUnavailable, c.unadvertised(m))
+	}
+	return nil, fmt.Errorf("instance %q is in partition %d: %w (its owner %s has just taken it: retry in a moment)", id, p, ErrNotServed, m.url)
+}
+
+// unadvertised says what to do about a member that holds partitions but
+// does not advertise its API.
+func (c *Cluster) unadvertised(m member) string {
+	return fmt.Sprintf("held %s, which does not advertise a saga API, so its instances cannot be read from here: "+
+		"run every coordinator of group %s as troupe run --coordinator with --http (and --advertise-http when it listens on 0.0.0.0), or stop that one (a troupe dev or an older troupe?) so that its partitions move to coordinators that do", m, c.group)
 }
 
 // ownersOf describes the group, at most every ownersTTL.
-func (c *Cluster) ownersOf(ctx context.Context) (map[int32]string, error) {
+func (c *Cluster) ownersOf(ctx context.Context) (map[int32]member, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if time.Since(c.loadedAt) < ownersTTL {
@@ -116,12 +154,12 @@ func (c *Cluster) ownersOf(ctx context.Context) (map[int32]string, error) {
 
 // describe maps the partitions of group to the base URLs of their members:
 // with the KIP-848 consumer protocol first, else the classic one.
-func describe(ctx context.Context, adm *kadm.Client, group string) (map[int32]string, error) {
-	owners := map[int32]string{}
-	add := func(clientID string, topics map[string][]int32) {
+func describe(ctx context.Context, adm *kadm.Client, group string) (map[int32]member, error) {
+	owners := map[int32]member{}
+	add := func(clientID, host string, topics map[string][]int32) {
 		for _, ps := range topics {
 			for _, p := range ps {
-				owners[p] = baseURLOf(clientID)
+				owners[p] = member{url: baseURLOf(clientID), clientID: clientID, host: host}
 			}
 		}
 	}
@@ -134,7 +172,7 @@ func describe(ctx context.Context, adm *kadm.Client, group string) (map[int32]st
 					tps[t] = append(tps[t], p)
 				}
 			}
-			add(m.ClientID, tps)
+			add(m.ClientID, m.ClientHost, tps)
 		}
 		return owners, nil
 	}
@@ -152,7 +190,7 @@ func describe(ctx context.Context, adm *kadm.Client, group string) (map[int32]st
 			for _, t := range a.Topics {
 				tps[t.Topic] = t.Partitions
 			}
-			add(m.ClientID, tps)
+			add(m.ClientID, m.ClientHost, tps)
 		}
 	}
 	return owners, nil
@@ -169,21 +207,23 @@ type answer[T any] struct {
 func gather[T any](ctx context.Context, c *Cluster, local func() (T, error), remote func(base string) (T, error)) ([]answer[T], error) {
 	mine := c.local.rt.Partitions()
 	var peers []string
+	served := map[string][]int32{} // peer → its partitions, for errors
 	if len(mine) < int(c.local.Partitions()) {
 		owners, err := c.ownersOf(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("%w: cannot tell which coordinator serves which partition: %v", ErrUnavailable, err)
 		}
-		for p, u := range owners {
-			if slices.Contains(mine, p) || u == c.self {
+		for p, m := range owners {
+			if slices.Contains(mine, p) || m.url == c.self {
 				continue
 			}
-			if u == "" {
-				return nil, fmt.Errorf("%w: partition %d is held by a coordinator that does not advertise its API (run it with --http and, on 0.0.0.0, --advertise-http)", ErrUnavailable, p)
+			if m.url == "" {
+				return nil, fmt.Errorf("%w: partition %d is %s", ErrUnavailable, p, c.unadvertised(m))
 			}
-			if !slices.Contains(peers, u) {
-				peers = append(peers, u)
+			if !slices.Contains(peers, m.url) {
+				peers = append(peers, m.url)
 			}
+			served[m.url] = append(served[m.url], p)
 		}
 	}
 	out := make([]answer[T], 1+len(peers))
@@ -197,7 +237,10 @@ func gather[T any](ctx context.Context, c *Cluster, local func() (T, error), rem
 		eg.Go(func() error {
 			v, err := remote(u)
 			if err != nil {
-				return fmt.Errorf("%w: coordinator %s: %v", ErrUnavailable, u, err)
+				ps := served[u]
+				slices.Sort(ps)
+				return fmt.Errorf("%w: coordinator %s, which serves partitions %v, did not answer: %v "+
+					"(is it up? its --http must be reachable from here at that address: when it listens on 0.0.0.0 or behind NAT, set its --advertise-http to one its peers can reach)", ErrUnavailable, u, ps, err)
 			}
 			out[1+i] = answer[T]{url: u, v: v}
 			return nil
@@ -228,6 +271,7 @@ func (c *Cluster) Stats(ctx context.Context) (Stats, error) {
 		for s, n := range a.v.ByStatus {
 			total.ByStatus[s] += n
 		}
+		total.Orphans += a.v.Orphans
 	}
 	var missing []int32
 	for p := range c.local.Partitions() {
@@ -243,8 +287,8 @@ func (c *Cluster) Stats(ctx context.Context) (Stats, error) {
 }
 
 // List merges a page of every process: each returns its first q.Limit
-// instances after the cursor in (partition, id) order, so the first q.Limit
-// of the merge are the first of all.
+// instances after the cursor, newest first, so the first q.Limit of the
+// merge are the first of all.
 func (c *Cluster) List(ctx context.Context, q Query) (Page, error) {
 	if q.Limit <= 0 {
 		q.Limit = DefaultLimit
@@ -272,7 +316,47 @@ func (c *Cluster) List(ctx context.Context, q Query) (Page, error) {
 		all.Items = append(all.Items, a.v.Items...)
 		more = more || a.v.Next != ""
 	}
-	sort.Slice(all.Items, func(i, j int) bool {
+	sort.Slice(all.Items, func(i, j int) bool { return keyOf(&all.Items[i]).before(keyOf(&all.Items[j])) })
+	if len(all.Items) > q.Limit {
+		all.Items, more = all.Items[:q.Limit], true
+	}
+	if more && len(all.Items) > 0 {
+		all.Next = cursorOf(keyOf(&all.Items[len(all.Items)-1]))
+	}
+	return all, nil
+}
+
+// Orphans merges a page of orphans of every process, as List does, in
+// (partition, id, arrival) order.
+func (c *Cluster) Orphans(ctx context.Context, q Query) (OrphanPage, error) {
+	if q.Limit <= 0 {
+		q.Limit = DefaultLimit
+	}
+	from, err := parseOrphanCursor(q.Cursor)
+	if err != nil {
+		return OrphanPage{}, err
+	}
+	answers, err := gather(ctx, c, func() (OrphanPage, error) { return c.local.Orphans(ctx, q) }, func(u string) (OrphanPage, error) {
+		v := url.Values{"scope": {"local"}, "limit": {strconv.Itoa(q.Limit)}}
+		if q.Cursor != "" {
+			v.Set("cursor", q.Cursor)
+		}
+		var page OrphanPage
+		return page, c.get(ctx, u+"/api/orphans?"+v.Encode(), &page)
+	})
+	if err != nil {
+		return OrphanPage{}, err
+	}
+	var all OrphanPage
+	more := false
+	for _, a := range answers {
+		all.Items = append(all.Items, a.v.Items...)
+		more = more || a.v.Next != ""
+	}
+	// Each process's items are in order and the processes' partitions
+	// disjoint: a stable sort by partition, then id, keeps each id's
+	// orphans in arrival order.
+	sort.SliceStable(all.Items, func(i, j int) bool {
 		pi, pj := c.local.Partition(all.Items[i].ID), c.local.Partition(all.Items[j].ID)
 		if pi != pj {
 			return pi < pj
@@ -283,7 +367,7 @@ func (c *Cluster) List(ctx context.Context, q Query) (Page, error) {
 		all.Items, more = all.Items[:q.Limit], true
 	}
 	if more && len(all.Items) > 0 {
-		all.Next = c.local.cursor(all.Items[len(all.Items)-1].ID)
+		all.Next = c.local.orphanCursor(from, all.Items)
 	}
 	return all, nil
 }

@@ -109,14 +109,13 @@ func (c *Coordinator) onEvent(sc *step.Context[Instance], typ string) error {
 	if known {
 		inst = &stored
 	}
-	switch {
-	case known && (c.m.Relevant(typ) || c.cmds[typ]):
-	case !known && c.m.Starts(typ):
-	default:
-		return nil // another saga's event, or an ack or command of an instance never seen
+	if !c.m.Relevant(typ) && !c.cmds[typ] {
+		return nil // another saga's event
 	}
 	before := snap(inst)
-	inst, acts := c.m.OnEvent(sc.Key(), inst, Event{Type: typ, Time: sc.Time(), Now: time.Now(), Partition: sc.Partition(), Offset: sc.Offset()})
+	meta := sc.Meta()
+	inst, acts := c.m.OnEvent(sc.Key(), inst, Event{Type: typ, Time: sc.Time(), Now: time.Now(), Topic: sc.Topic(), Partition: sc.Partition(), Offset: sc.Offset(),
+		Source: meta.Source, ID: meta.ID, CausationID: meta.CausationID})
 	sc.SetState(*inst)
 	return c.carry(sc, inst, before, acts)
 }
@@ -138,7 +137,7 @@ func (c *Coordinator) onTimer(sc *step.Context[Instance], name string) error {
 // letters and events coming back from a park are skipped.
 func (c *Coordinator) onRecovery(sc *step.Context[Instance], r *kgo.Record) error {
 	inst, known := sc.State()
-	if !known {
+	if !known || !inst.Started() {
 		return nil
 	}
 	name := c.watched[r.Topic]
@@ -192,6 +191,13 @@ func (c *Coordinator) carry(sc *step.Context[Instance], inst *Instance, before s
 				outcome = "resent"
 			}
 			c.met.comps.WithLabelValues(c.t.App, c.t.Saga, a.Step, outcome).Inc()
+		case Orphaned:
+			c.met.orphans.WithLabelValues(c.t.App, c.t.Saga, c.t.ShortName(a.Type)).Inc()
+		case Forget:
+			// Its trigger did not come within the orphan window: forget
+			// the orphans and what the runtime keeps of the id.
+			sc.DeleteState()
+			sc.Expire(time.Now())
 		case SetTimer:
 			sc.SetTimer(a.Name, a.At)
 		case CancelTimer:
@@ -241,6 +247,7 @@ func (c *Coordinator) command(ctx context.Context, topic, typ, id, reason string
 type coordMetrics struct {
 	duration *prometheus.HistogramVec
 	comps    *prometheus.CounterVec
+	orphans  *prometheus.CounterVec
 }
 
 func newCoordMetrics(reg prometheus.Registerer, t *topology.Topology) *coordMetrics {
@@ -254,10 +261,15 @@ func newCoordMetrics(reg prometheus.Registerer, t *topology.Topology) *coordMetr
 			Namespace: metrics.Namespace, Subsystem: "saga", Name: "compensations_total",
 			Help: "Compensations by step and outcome: sent, resent (no ack within the timeout), acked, failed (no ack after the policy's attempts).",
 		}, []string{"app", "saga", "step", "outcome"}),
+		orphans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metrics.Namespace, Subsystem: "saga", Name: "orphans_total",
+			Help: "Events of instances the coordinator had not seen that are not the saga's trigger, by event type: they start no saga (GET /api/orphans lists those kept).",
+		}, []string{"app", "saga", "type"}),
 	}
 	if reg != nil {
 		m.duration = metrics.Register(reg, m.duration)
 		m.comps = metrics.Register(reg, m.comps)
+		m.orphans = metrics.Register(reg, m.orphans)
 		// Every series from the start, so that rates work from zero.
 		for _, s := range t.Steps {
 			if s.Compensation.Command == "" {
@@ -265,6 +277,13 @@ func newCoordMetrics(reg prometheus.Registerer, t *topology.Topology) *coordMetr
 			}
 			for _, o := range []string{"sent", "resent", "acked", "failed"} {
 				m.comps.WithLabelValues(t.App, t.Saga, s.Name, o)
+			}
+		}
+		for _, tp := range t.Topics {
+			for _, e := range tp.Events {
+				if t.FullName(e) != t.Trigger {
+					m.orphans.WithLabelValues(t.App, t.Saga, t.ShortName(e))
+				}
 			}
 		}
 	}

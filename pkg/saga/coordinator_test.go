@@ -50,6 +50,7 @@ type coordDriver struct {
 	topo  *topology.Topology
 	store *saga.Store
 	reg   *prometheus.Registry
+	serde *avro.Serde
 }
 
 func startCoordinator(t *testing.T) *coordDriver {
@@ -74,7 +75,7 @@ func startCoordinatorOf(t *testing.T, topo *topology.Topology) *coordDriver {
 			t.Error(err)
 		}
 	})
-	return &coordDriver{Driver: d, t: t, topo: topo, store: saga.NewStore(d.Runtime(), topo), reg: reg}
+	return &coordDriver{Driver: d, t: t, topo: topo, store: saga.NewStore(d.Runtime(), topo), reg: reg, serde: serde}
 }
 
 // send produces events of instance id, by short name, with their fields
@@ -94,6 +95,33 @@ func (d *coordDriver) send(id string, types ...string) {
 			d.t.Fatal(err)
 		}
 	}
+}
+
+// sendAs produces an event of instance id (short type name) with the
+// metadata m, as a step or another producer would, and returns m.
+func (d *coordDriver) sendAs(id, typ string, m event.Metadata) event.Metadata {
+	d.t.Helper()
+	full := d.topo.FullName(typ)
+	topic, _ := d.topo.TopicOf(full)
+	p := reflectNew(orders.Types()[full])
+	b, _ := json.Marshal(map[string]string{"orderId": id})
+	if err := json.Unmarshal(b, p); err != nil {
+		d.t.Fatal(err)
+	}
+	v, err := d.serde.Encode(d.t.Context(), topic, p)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(d.Brokers()...))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer cl.Close()
+	m.Type = full
+	if err := cl.ProduceSync(d.t.Context(), &kgo.Record{Topic: topic, Key: []byte(id), Value: v, Headers: m.Headers()}).FirstErr(); err != nil {
+		d.t.Fatal(err)
+	}
+	return m
 }
 
 // expect reads the next event on topic and checks its type (short name)
@@ -236,9 +264,11 @@ func TestCoordinatorAPI(t *testing.T) {
 			break
 		}
 	}
-	slices.Sort(got)
-	if !slices.Equal(got, ids) {
-		t.Errorf("paged list of COMPENSATED: %v, want %v", got, ids)
+	// Newest first: they were placed in the order of ids.
+	want := slices.Clone(ids)
+	slices.Reverse(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("paged list of COMPENSATED: %v, want %v (newest first)", got, want)
 	}
 	if code := get("/api/sagas?cursor=not-a-cursor!", nil); code != 400 {
 		t.Errorf("bad cursor: %d, want 400", code)
@@ -384,5 +414,163 @@ func TestCoordinatorForgetsEndedInstances(t *testing.T) {
 	st, err := d.store.Stats(t.Context())
 	if err != nil || st.ByStatus[saga.Compensated] != 0 || st.ByStatus[saga.Running] != 1 {
 		t.Errorf("stats %+v %v, want 1 RUNNING and no COMPENSATED", st, err)
+	}
+}
+
+// counter is the value of troupe_saga_orphans_total{type=typ}.
+func (d *coordDriver) orphansCounted(typ string) float64 {
+	d.t.Helper()
+	mfs, err := d.reg.Gather()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "troupe_saga_orphans_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "type" && l.GetValue() == typ {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// A lone PaymentAuthorized and a lone ShipmentScheduled (no order ever
+// placed) start no saga: no instance, no SagaEnded, nothing in the stats
+// but the orphans, which the API lists with where they came from.
+func TestCoordinatorKeepsOrphans(t *testing.T) {
+	d := startCoordinator(t)
+	pay := d.sendAs("o-lone-pay", "PaymentAuthorized", event.New("", "forger", "o-lone-pay"))
+	d.sendAs("o-lone-ship", "ShipmentScheduled", event.New("", "forger", "o-lone-ship"))
+	d.send("o-real", "OrderPlaced", "PaymentDeclined")
+	d.instance("o-real", saga.Compensated)
+	// The ended topic has o-real's SagaEnded and nothing before it.
+	d.expect(d.topo.EndedTopic(), "o-real", "troupe.saga.SagaEnded")
+
+	srv := api.New(d.reg, zerolog.Nop())
+	saga.Mount(srv, d.store, nil)
+	h := httptest.NewServer(srv.Handler())
+	defer h.Close()
+	get := func(path string, v any) (int, string) {
+		t.Helper()
+		resp, err := http.Get(h.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body json.RawMessage
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		if v != nil {
+			_ = json.Unmarshal(body, v)
+		}
+		return resp.StatusCode, string(body)
+	}
+	var st saga.Stats
+	if code, body := get("/api/sagas/stats", &st); code != 200 || st.Orphans != 2 || st.ByStatus[saga.Completed] != 0 || st.ByStatus[saga.Running] != 0 || st.ByStatus[saga.Compensated] != 1 {
+		t.Errorf("stats: %d %s; want 2 orphans, 1 COMPENSATED and nothing else", code, body)
+	}
+	for _, id := range []string{"o-lone-pay", "o-lone-ship"} {
+		if code, body := get("/api/sagas/"+id, nil); code != 404 || !strings.Contains(body, "orphans") || !strings.Contains(body, "OrderPlaced") {
+			t.Errorf("GET /api/sagas/%s: %d %s; want 404 naming the orphans and the missing trigger", id, code, body)
+		}
+	}
+	var page saga.Page
+	if code, _ := get("/api/sagas", &page); code != 200 || len(page.Items) != 1 || page.Items[0].ID != "o-real" {
+		t.Errorf("list: %d %+v; want o-real alone", code, page.Items)
+	}
+	// Two pages of one orphan each, then the end.
+	var got []saga.Orphan
+	cursor := ""
+	for range 4 {
+		var op saga.OrphanPage
+		if code, body := get("/api/orphans?limit=1&cursor="+cursor, &op); code != 200 || len(op.Items) != 1 {
+			t.Fatalf("orphans page: %d %s", code, body)
+		}
+		got = append(got, op.Items...)
+		if cursor = op.Next; cursor == "" {
+			break
+		}
+	}
+	slices.SortFunc(got, func(a, b saga.Orphan) int { return strings.Compare(a.ID, b.ID) })
+	if len(got) != 2 || got[0].ID != "o-lone-pay" || got[0].Type != "PaymentAuthorized" || got[0].Topic != "payments" ||
+		got[0].Source != "forger" || got[0].EventID != pay.ID || got[0].Offset < 0 || got[1].ID != "o-lone-ship" || got[1].Type != "ShipmentScheduled" || got[1].Topic != "shipping" {
+		t.Errorf("orphans %+v", got)
+	}
+	if code, _ := get("/api/orphans?cursor=bad!", nil); code != 400 {
+		t.Errorf("bad orphan cursor: %d, want 400", code)
+	}
+	for typ, want := range map[string]float64{"PaymentAuthorized": 1, "ShipmentScheduled": 1, "InventoryReserved": 0} {
+		if n := d.orphansCounted(typ); n != want {
+			t.Errorf("troupe_saga_orphans_total{type=%s} = %v, want %v", typ, n, want)
+		}
+	}
+	// Nothing ends for an orphan, not even past the test saga's 1 s
+	// deadline (what would end a saga started by one): absence needs the
+	// wait. The next SagaEnded is the next real saga's.
+	time.Sleep(1500 * time.Millisecond)
+	d.send("o-last", "OrderPlaced", "PaymentDeclined")
+	d.expect(d.topo.EndedTopic(), "o-last", "troupe.saga.SagaEnded")
+}
+
+// A trigger read after events it caused (another topic, read first)
+// adopts them: the saga completes, its history says what was read early,
+// and the orphans are gone. An orphan it did not cause stays an orphan and
+// does not complete the saga.
+func TestCoordinatorAdoptsOrphansOfALateTrigger(t *testing.T) {
+	d := startCoordinator(t)
+	placed := event.New("", "test", "o-late")
+	step := func(source string, cause event.Metadata) event.Metadata {
+		m := event.New("", source, "o-late")
+		m.CausationID = cause.ID
+		return m
+	}
+	pay := d.sendAs("o-late", "PaymentAuthorized", step("orders.payment", placed))
+	inv := d.sendAs("o-late", "InventoryReserved", step("orders.inventory", pay))
+	d.sendAs("o-late", "ShipmentScheduled", step("orders.shipping", inv))
+	d.sendAs("o-forged", "ShipmentScheduled", event.New("", "forger", "o-forged"))
+	// Both are orphans before their trigger.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := d.store.Stats(t.Context())
+		if err == nil && st.Orphans == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v, %v: want 4 orphans before any trigger", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := d.store.Instance(t.Context(), "o-late"); !errors.Is(err, saga.ErrNotFound) {
+		t.Fatalf("o-late before its trigger: %v, want ErrNotFound", err)
+	}
+	d.sendAs("o-late", "OrderPlaced", placed)
+	d.send("o-forged", "OrderPlaced")
+	end := d.expect(d.topo.EndedTopic(), "o-late", "troupe.saga.SagaEnded").Value.(saga.Ended)
+	if end.Status != "COMPLETED" {
+		t.Errorf("SagaEnded %+v, want COMPLETED", end)
+	}
+	inst := d.instance("o-late", saga.Completed)
+	var types []string
+	for _, e := range inst.History {
+		types = append(types, e.Type)
+	}
+	if !slices.Equal(types, []string{"OrderPlaced", "PaymentAuthorized", "InventoryReserved", "ShipmentScheduled"}) ||
+		!strings.Contains(inst.History[1].Note, "read before OrderPlaced") || len(inst.Orphans) != 0 {
+		t.Errorf("o-late: history %v (note %q), orphans %+v", types, inst.History[1].Note, inst.Orphans)
+	}
+	if inst.History[1].Topic != "payments" || inst.History[0].Topic != "orders" {
+		t.Errorf("history entries name topics %q, %q; want orders, payments", inst.History[0].Topic, inst.History[1].Topic)
+	}
+	forged := d.instance("o-forged", saga.Running)
+	if len(forged.Orphans) != 1 || forged.Orphans[0].Type != "ShipmentScheduled" || slices.Contains(forged.Completed, "shipping") {
+		t.Errorf("o-forged: %+v; want RUNNING with its ShipmentScheduled an orphan", forged)
+	}
+	// The forged one then times out (1 s deadline) with nothing to undo.
+	if end := d.expect(d.topo.EndedTopic(), "o-forged", "troupe.saga.SagaEnded").Value.(saga.Ended); end.Status != "COMPENSATED" || end.Reason != "timeout" {
+		t.Errorf("o-forged SagaEnded %+v, want COMPENSATED timeout", end)
 	}
 }

@@ -6,7 +6,10 @@
 //
 // Machine holds the rules, derived from the topology, as a pure state
 // machine: (instance, event or timer) → (instance, actions). The scenarios in
-// testdata/ are its specification; read them first.
+// testdata/ are its specification; read them first. A saga begins only with
+// its trigger: any other event of an id not started is an orphan, kept and
+// counted, which a late trigger adopts only if the event follows from it
+// (see OrphanWindow).
 //
 // Coordinator runs a Machine as a step (group <app>.saga.<saga>, changelog
 // <app>.saga.<saga>.changelog) over every business topic of the saga:

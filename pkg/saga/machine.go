@@ -32,6 +32,42 @@ const ReasonTimeout = "timeout"
 const (
 	TimerDeadline     = "deadline"
 	TimerCompensation = "compensation"
+	// TimerOrphans forgets the orphans of an id whose trigger never came,
+	// OrphanWindow after the first of them.
+	TimerOrphans = "orphans"
+)
+
+// Orphans: events of an instance the coordinator has never seen that are
+// not the saga's trigger. Such an event starts no saga (no deadline, no
+// compensation, no SagaEnded, nothing in the saga counts): DESIGN §5, a saga
+// begins only with its trigger. Otherwise a lone ShipmentScheduled, forged or
+// misrouted, would be a COMPLETED saga whose steps never ran.
+//
+// Yet the coordinator reads every topic of the saga and Kafka orders records
+// only within one partition of one topic, so a real instance's
+// PaymentAuthorized may be read before its OrderPlaced. The orphans of an id
+// are therefore kept (at most OrphanLimit of them, for OrphanWindow) and,
+// when the trigger comes, each orphan the trigger caused, directly or through
+// another adopted orphan (its ce_causationid is the ce_id of the trigger or of
+// that orphan: what every troupe step writes), is applied to the new saga,
+// in the order it was read, with a history note that says so; so is an
+// orphan that names no cause (a producer that sets no ce_causationid) and
+// happened (ce_time) after the trigger, as it would have been, read in
+// order. An orphan that names another cause, or none and happened before the
+// trigger (a forgery, a test record, a key reused), is never applied: it
+// stays listed among the instance's orphans. Adoption keeps the property
+// that matters: an instance reaches COMPLETED only after its trigger, by
+// events that follow it.
+const (
+	// OrphanLimit bounds the orphans kept per id; the first are kept, the
+	// later only counted (troupe_saga_orphans_total).
+	OrphanLimit = 16
+	// OrphanWindow is how long the orphans of an id whose trigger has not
+	// come are kept, from the first one: far longer than any skew between
+	// the saga's topics as the coordinator reads them, even when it catches
+	// up on a backlog. With OrphanLimit it bounds the orphans a partition
+	// keeps by the rate at which they arrive.
+	OrphanWindow = time.Hour
 )
 
 // HistoryLimit bounds the history kept per instance: the first entries (how
@@ -60,6 +96,36 @@ type Instance struct {
 	// outstanding, the step parks the instance's later events.
 	DeadLetters []DeadLetter `json:"deadLetters,omitempty"`
 	History     []Entry      `json:"history"`
+	// Orphans are events of the id that no saga took: all of them while
+	// its trigger has not come (Status is empty then: the id has no saga,
+	// and the API and stats do not count it as one), and afterwards those
+	// the trigger did not cause.
+	Orphans []Orphan `json:"orphans,omitempty"`
+}
+
+// Started reports whether the instance has a saga: its trigger came. An
+// instance that is not started only holds orphans.
+func (i *Instance) Started() bool { return i.Status != "" }
+
+// Orphan is an event of an instance the coordinator had not seen, that is
+// not the saga's trigger: it started nothing.
+type Orphan struct {
+	// ID is the instance id (the record key).
+	ID string `json:"id"`
+	// Type is the event type (short name).
+	Type      string `json:"type"`
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+	// Source is the event's ce_source: who produced it.
+	Source string `json:"source,omitempty"`
+	// Time is the event's ce_time; SeenAt when the coordinator read it.
+	Time   time.Time `json:"time"`
+	SeenAt time.Time `json:"seenAt"`
+	// EventID and CausationID are its ce_id and ce_causationid, by which
+	// a late trigger adopts it.
+	EventID     string `json:"eventId,omitempty"`
+	CausationID string `json:"causationId,omitempty"`
 }
 
 // DeadLetter is an event of the instance that a step gave up on.
@@ -108,12 +174,15 @@ type Pending struct {
 
 // Entry is one line of an instance's history.
 type Entry struct {
-	Type      string    `json:"type"`
-	Step      string    `json:"step,omitempty"`
-	Time      time.Time `json:"time"`
-	Partition int32     `json:"partition"`
-	Offset    int64     `json:"offset"`
-	Note      string    `json:"note,omitempty"`
+	Type string    `json:"type"`
+	Step string    `json:"step,omitempty"`
+	Time time.Time `json:"time"`
+	// Topic, Partition and Offset are the event's record; Offset is -1 for
+	// a timer, and Topic empty for entries recorded before topics were.
+	Topic     string `json:"topic,omitempty"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+	Note      string `json:"note,omitempty"`
 }
 
 // Action is what the coordinator must do after a transition. The runtime
@@ -142,10 +211,21 @@ type End struct {
 	Reason string
 }
 
+// Orphaned reports that an event became an orphan: count it.
+type Orphaned struct {
+	Type string // full event type
+}
+
+// Forget asks the runtime to delete the instance: it held only orphans and
+// its trigger did not come within OrphanWindow.
+type Forget struct{}
+
 func (Compensate) isAction()  {}
 func (SetTimer) isAction()    {}
 func (CancelTimer) isAction() {}
 func (End) isAction()         {}
+func (Orphaned) isAction()    {}
+func (Forget) isAction()      {}
 
 // Machine applies a topology's rules to instances. It is pure: no I/O, no
 // clock; the caller passes the event time and carries out the actions.
@@ -165,6 +245,7 @@ type Machine struct {
 	compTimeout time.Duration
 	compTries   int
 	short       func(string) string
+	full        func(string) string
 }
 
 // NewMachine derives the coordinator's rules from a topology.
@@ -185,6 +266,7 @@ func NewMachine(t *topology.Topology) *Machine {
 		compTimeout: t.Compensate.Timeout,
 		compTries:   t.Compensate.Attempts,
 		short:       t.ShortName,
+		full:        t.FullName,
 	}
 	for _, e := range t.CompletesOn {
 		m.completes[e] = true
@@ -224,8 +306,15 @@ type Event struct {
 	// up on a backlog does not time out instances whose completion is
 	// further down the backlog. Zero means Time.
 	Now       time.Time
+	Topic     string
 	Partition int32
 	Offset    int64
+	// Source, ID and CausationID are its ce_source, ce_id and
+	// ce_causationid: what an orphan keeps, and how a late trigger
+	// recognises the orphans it caused.
+	Source      string
+	ID          string
+	CausationID string
 }
 
 // Relevant reports whether the coordinator tracks events of this type.
@@ -234,14 +323,10 @@ func (m *Machine) Relevant(typ string) bool {
 	return typ == m.trigger || emitted || m.completes[typ] || m.fails[typ]
 }
 
-// Starts reports whether an event of this type may be the first the
-// coordinator sees of an instance: the trigger, or an event a step's
-// forward action emits (events of different topics may be read out of
-// order). An ack or a command of an unknown instance starts nothing.
-func (m *Machine) Starts(typ string) bool {
-	_, fwd := m.forward[typ]
-	return typ == m.trigger || fwd
-}
+// Starts reports whether an event of this type starts an instance: only
+// the trigger does. Any other event of an instance not started is an
+// orphan.
+func (m *Machine) Starts(typ string) bool { return typ == m.trigger }
 
 // implied returns the steps that must have completed for an event of this
 // type to exist, earliest first. A step with a single input event type
@@ -263,28 +348,105 @@ func (m *Machine) implied(typ string) []string {
 }
 
 // OnEvent applies ev to inst (nil for an unknown instance) and returns the
-// updated instance and the actions to carry out.
+// updated instance and the actions to carry out. An event of an instance
+// not started that is not the trigger becomes one of its orphans; the
+// trigger starts the instance and adopts the orphans it caused.
 func (m *Machine) OnEvent(id string, inst *Instance, ev Event) (*Instance, []Action) {
-	now := ev.Now
-	if now.IsZero() {
-		now = ev.Time
+	if ev.Now.IsZero() {
+		ev.Now = ev.Time
+	}
+	if inst == nil {
+		inst = &Instance{ID: id, Saga: m.saga}
 	}
 	var acts []Action
-	if inst == nil {
-		inst = &Instance{ID: id, Saga: m.saga, Status: Running, StartedAt: ev.Time, Completed: []string{}, Compensated: []string{}}
+	trigger := false
+	switch {
+	case inst.Started():
+		acts = m.apply(inst, ev, "")
+	case ev.Type != m.trigger:
+		return inst, m.orphan(inst, ev)
+	default:
+		inst.Status, inst.StartedAt, inst.Completed, inst.Compensated = Running, ev.Time, []string{}, []string{}
 		if m.deadline > 0 {
-			acts = append(acts, SetTimer{Name: TimerDeadline, At: now.Add(m.deadline)})
+			acts = append(acts, SetTimer{Name: TimerDeadline, At: ev.Now.Add(m.deadline)})
+		}
+		if len(inst.Orphans) > 0 {
+			acts = append(acts, CancelTimer{Name: TimerOrphans})
+		}
+		acts = append(acts, m.apply(inst, ev, "")...)
+		trigger = true
+	}
+	acts = append(acts, m.adopt(inst, ev, trigger)...)
+	return inst, dedupe(acts)
+}
+
+// orphan keeps ev among the orphans of inst, which is not started.
+func (m *Machine) orphan(inst *Instance, ev Event) []Action {
+	acts := []Action{Orphaned{Type: ev.Type}}
+	if len(inst.Orphans) == 0 {
+		acts = append(acts, SetTimer{Name: TimerOrphans, At: ev.Now.Add(OrphanWindow)})
+	}
+	if len(inst.Orphans) < OrphanLimit {
+		inst.Orphans = append(inst.Orphans, Orphan{
+			ID: inst.ID, Type: m.short(ev.Type), Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset,
+			Source: ev.Source, Time: ev.Time, SeenAt: ev.Now, EventID: ev.ID, CausationID: ev.CausationID,
+		})
+	}
+	return acts
+}
+
+// adopt applies to inst the orphans that ev caused, and those that they
+// caused in turn, in the order they were read. When ev is the trigger, it
+// also adopts the orphans that name no cause (a producer that sets no
+// ce_causationid) but happened after it: read in order, they would have
+// been applied to the saga just the same.
+func (m *Machine) adopt(inst *Instance, ev Event, trigger bool) []Action {
+	var acts []Action
+	causes := map[string]string{} // ce_id → short type of the events applied
+	if ev.ID != "" {
+		causes[ev.ID] = m.short(ev.Type)
+	}
+	for changed := true; changed && len(inst.Orphans) > 0; {
+		changed = false
+		for i := 0; i < len(inst.Orphans); {
+			o := inst.Orphans[i]
+			var note string
+			switch cause, ok := causes[o.CausationID]; {
+			case o.CausationID != "" && ok:
+				note = "read before " + cause + ", which caused it; applied after it"
+			case o.CausationID == "" && trigger && !o.Time.Before(ev.Time):
+				note = "read before the trigger; it names no cause but happened after the trigger: applied after it"
+			default:
+				i++
+				continue
+			}
+			inst.Orphans = slices.Delete(inst.Orphans, i, i+1)
+			oe := Event{Type: m.full(o.Type), Time: o.Time, Now: ev.Now, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset,
+				Source: o.Source, ID: o.EventID, CausationID: o.CausationID}
+			acts = append(acts, m.apply(inst, oe, note)...)
+			if o.EventID != "" {
+				causes[o.EventID] = o.Type
+			}
+			changed = true
 		}
 	}
+	if len(inst.Orphans) == 0 {
+		inst.Orphans = nil
+	}
+	return acts
+}
+
+// apply applies ev to inst, which is started; note goes first in the
+// history entry's note.
+func (m *Machine) apply(inst *Instance, ev Event, note0 string) []Action {
+	now := ev.Now
+	var acts []Action
 	inst.UpdatedAt = ev.Time
 	step := m.emitter[ev.Type]
 	if step == "" {
 		step = m.commandOf[ev.Type] // a command: the step it compensates
 	}
 	var notes []string
-	if ev.Type != m.trigger && len(inst.History) == 0 {
-		notes = append(notes, "first event seen is not the trigger")
-	}
 
 	for _, s := range m.implied(ev.Type) {
 		if n, done := m.complete(inst, s, &acts); done {
@@ -312,8 +474,11 @@ func (m *Machine) OnEvent(id string, inst *Instance, ev Event) (*Instance, []Act
 	case inst.Status.Final() && note == "":
 		note = "after the saga ended"
 	}
-	m.record(inst, Entry{Type: m.short(ev.Type), Step: step, Time: ev.Time, Partition: ev.Partition, Offset: ev.Offset, Note: note})
-	return inst, dedupe(acts)
+	if note0 != "" {
+		note = strings.Join(slices.DeleteFunc([]string{note0, note}, func(s string) bool { return s == "" }), "; ")
+	}
+	m.record(inst, Entry{Type: m.short(ev.Type), Step: step, Time: ev.Time, Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset, Note: note})
+	return acts
 }
 
 // complete records that step s completed, if it had not, and reports so
@@ -371,6 +536,12 @@ func dedupe(acts []Action) []Action {
 // OnTimer applies a fired timer to inst.
 func (m *Machine) OnTimer(inst *Instance, name string, now time.Time) []Action {
 	if inst == nil {
+		return nil
+	}
+	if !inst.Started() {
+		if name == TimerOrphans {
+			return []Action{Forget{}} // the trigger did not come in time
+		}
 		return nil
 	}
 	inst.UpdatedAt = now

@@ -1,6 +1,8 @@
 package saga
 
 import (
+	"bytes"
+	"container/heap"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -27,9 +29,10 @@ var ErrNotServed = errors.New("partition not served here")
 
 // Store is the Reader of one coordinator process: the instances of the
 // partitions it processes, read from its local state store (what the last
-// committed transaction applied). Instances are listed in (partition, id)
-// order, which a cursor remembers, so that pages from several processes
-// merge into one order (Cluster).
+// committed transaction applied). Instances are listed newest first (by
+// start time, then id), which a cursor remembers, so that pages from several
+// processes merge into one order (Cluster). Ids that hold only orphans are
+// no instances: they are listed by Orphans and counted in Stats.Orphans.
 type Store struct {
 	rt    *step.Runtime
 	t     *topology.Topology
@@ -58,11 +61,13 @@ func (s *Store) Partitions() int32 { return s.parts }
 // Serves reports whether this process processes partition p now.
 func (s *Store) Serves(p int32) bool { return slices.Contains(s.rt.Partitions(), p) }
 
-// Instance returns instance id if its partition is served here.
+// Instance returns instance id if its partition is served here. An id
+// that has only orphans is not an instance: its error is a
+// *NotStartedError, which is ErrNotFound.
 func (s *Store) Instance(_ context.Context, id string) (*Instance, error) {
 	p := s.Partition(id)
 	if !s.Serves(p) {
-		return nil, fmt.Errorf("instance %q is in partition %d: %w", id, p, ErrNotServed)
+		return nil, fmt.Errorf("instance %q is in partition %d, which this coordinator does not serve now (%w): a rebalance or a restore, retry in a moment; if it lasts, %s", id, p, ErrNotServed, s.elsewhere())
 	}
 	raw, ok, err := s.rt.ReadInstance(p, id)
 	if err != nil {
@@ -75,61 +80,161 @@ func (s *Store) Instance(_ context.Context, id string) (*Instance, error) {
 	if err := json.Unmarshal(raw, &inst); err != nil {
 		return nil, fmt.Errorf("stored instance %q: %w", id, err)
 	}
+	if !inst.Started() {
+		return nil, &NotStartedError{ID: id, Trigger: s.t.ShortName(s.t.Trigger), Orphans: len(inst.Orphans)}
+	}
 	return &inst, nil
 }
 
-// List returns a page of the instances of the partitions served here.
+// whole reports whether this process serves every partition of the saga,
+// and if not, why and what to do: what a lone Store (no Cluster) must
+// check before it answers for the whole saga.
+func (s *Store) whole() error {
+	mine := s.rt.Partitions()
+	switch {
+	case len(mine) == int(s.parts):
+		return nil
+	case len(mine) == 0:
+		return fmt.Errorf("%w: this coordinator holds no partition of the saga yet (starting, restoring or rebalancing: retry in a moment)", ErrUnavailable)
+	}
+	return fmt.Errorf("%w: this coordinator serves partitions %v of the saga's %d and would count only those; a rebalance (retry in a moment), or %s", ErrUnavailable, mine, s.parts, s.elsewhere())
+}
+
+// elsewhere says where the partitions this process does not serve are, as
+// far as a lone Store knows, and what to do.
+func (s *Store) elsewhere() string {
+	return fmt.Sprintf("another member of consumer group %s holds them (e.g. a troupe run --coordinator %s beside troupe dev), which this process does not ask: stop that process and its partitions come back here, or run every coordinator as troupe run --coordinator with --http, whose APIs merge their answers", s.t.CoordinatorGroup(), s.t.Saga)
+}
+
+// NotStartedError is the answer for an id whose trigger the coordinator
+// has not seen, though other events of it came: they are orphans.
+type NotStartedError struct {
+	ID, Trigger string
+	Orphans     int // kept; more may have come (troupe_saga_orphans_total)
+}
+
+func (e *NotStartedError) Error() string {
+	return fmt.Sprintf("%d events of %q came without its trigger %s, so it has no saga: they are orphans (troupe saga orphans, GET /api/orphans)", e.Orphans, e.ID, e.Trigger)
+}
+
+// Is makes a NotStartedError an ErrNotFound.
+func (e *NotStartedError) Is(target error) bool { return target == ErrNotFound }
+
+// summary is what a scan reads of a stored instance: List and Stats read
+// every instance, and decoding these fields only skips building the rest.
+type summary struct {
+	Status    Status     `json:"status"`
+	StartedAt time.Time  `json:"startedAt"`
+	Orphans   []struct{} `json:"orphans"`
+}
+
+func summarize(raw []byte) summary {
+	var v summary
+	_ = json.Unmarshal(raw, &v)
+	return v
+}
+
+// listKey orders List: newest first (by start time), then by id.
+type listKey struct {
+	at int64 // StartedAt, Unix ns
+	id string
+}
+
+func (a listKey) before(b listKey) bool { return a.at > b.at || a.at == b.at && a.id < b.id }
+
+func keyOf(inst *Instance) listKey { return listKey{inst.StartedAt.UnixNano(), inst.ID} }
+
+// candidates keeps the first n keys in List order: a heap whose top is the
+// last of them.
+type candidates struct {
+	n     int
+	items []candidate
+}
+
+type candidate struct {
+	k   listKey
+	raw []byte
+}
+
+func (c *candidates) Len() int           { return len(c.items) }
+func (c *candidates) Less(i, j int) bool { return c.items[j].k.before(c.items[i].k) }
+func (c *candidates) Swap(i, j int)      { c.items[i], c.items[j] = c.items[j], c.items[i] }
+func (c *candidates) Push(x any)         { c.items = append(c.items, x.(candidate)) }
+func (c *candidates) Pop() any {
+	x := c.items[len(c.items)-1]
+	c.items = c.items[:len(c.items)-1]
+	return x
+}
+
+func (c *candidates) offer(k listKey, raw []byte) {
+	switch {
+	case len(c.items) < c.n:
+		heap.Push(c, candidate{k, bytes.Clone(raw)})
+	case k.before(c.items[0].k):
+		c.items[0] = candidate{k, bytes.Clone(raw)}
+		heap.Fix(c, 0)
+	}
+}
+
+// List returns a page of the instances of the partitions served here,
+// newest first. It scans them all (as Stats does), keeping only the page.
 func (s *Store) List(_ context.Context, q Query) (Page, error) {
 	limit := q.Limit
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
-	from, after, err := parseCursor(q.Cursor)
+	from, hasFrom, err := parseCursor(q.Cursor)
 	if err != nil {
 		return Page{}, err
 	}
-	var page Page
-	more := false
+	c := &candidates{n: limit + 1}
 	for _, p := range s.rt.Partitions() {
-		if p < from || more {
-			continue
-		}
-		start := ""
-		if p == from {
-			start = after
-		}
-		err := s.rt.ScanInstances(p, start, func(id string, raw []byte) (bool, error) {
-			if q.Status != "" && statusOf(raw) != q.Status {
+		err := s.rt.ScanInstances(p, "", func(id string, raw []byte) (bool, error) {
+			sm := summarize(raw)
+			if sm.Status == "" || q.Status != "" && sm.Status != q.Status {
 				return true, nil
 			}
-			if len(page.Items) == limit {
-				more = true
-				return false, nil
+			k := listKey{sm.StartedAt.UnixNano(), id}
+			if !hasFrom || from.before(k) {
+				c.offer(k, raw)
 			}
-			var inst Instance
-			if err := json.Unmarshal(raw, &inst); err != nil {
-				return false, fmt.Errorf("stored instance %q: %w", id, err)
-			}
-			page.Items = append(page.Items, inst)
 			return true, nil
 		})
 		if err != nil {
 			return Page{}, err
 		}
 	}
-	if more {
-		page.Next = s.cursor(page.Items[len(page.Items)-1].ID)
+	slices.SortFunc(c.items, func(a, b candidate) int {
+		if a.k.before(b.k) {
+			return -1
+		}
+		return 1
+	})
+	var page Page
+	for _, it := range c.items[:min(limit, len(c.items))] {
+		var inst Instance
+		if err := json.Unmarshal(it.raw, &inst); err != nil {
+			return Page{}, fmt.Errorf("stored instance %q: %w", it.k.id, err)
+		}
+		page.Items = append(page.Items, inst)
+	}
+	if len(c.items) > limit {
+		page.Next = cursorOf(c.items[limit-1].k)
 	}
 	return page, nil
 }
 
 // Stats counts the instances of the partitions served here by status, and
-// says which partitions those are.
+// their orphans, and says which partitions those are.
 func (s *Store) Stats(context.Context) (Stats, error) {
 	st := Stats{ByStatus: map[Status]int{}, Partitions: s.rt.Partitions()}
 	for _, p := range st.Partitions {
 		err := s.rt.ScanInstances(p, "", func(_ string, raw []byte) (bool, error) {
-			st.ByStatus[statusOf(raw)]++
+			sm := summarize(raw)
+			if sm.Status != "" {
+				st.ByStatus[sm.Status]++
+			}
+			st.Orphans += len(sm.Orphans)
 			return true, nil
 		})
 		if err != nil {
@@ -142,32 +247,126 @@ func (s *Store) Stats(context.Context) (Stats, error) {
 	return st, nil
 }
 
-// statusOf reads only the status of a stored instance: Stats reads every
-// instance, and decoding only one field skips building the rest.
-func statusOf(raw []byte) Status {
-	var v struct {
-		Status Status `json:"status"`
+// Orphans returns a page of the orphans kept in the partitions served
+// here, in (partition, id, arrival) order; q.Status is ignored.
+func (s *Store) Orphans(_ context.Context, q Query) (OrphanPage, error) {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = DefaultLimit
 	}
-	_ = json.Unmarshal(raw, &v)
-	return v.Status
+	from, err := parseOrphanCursor(q.Cursor)
+	if err != nil {
+		return OrphanPage{}, err
+	}
+	var page OrphanPage
+	more := false
+	take := func(id string, raw []byte, skip int) error {
+		var inst Instance
+		if err := json.Unmarshal(raw, &inst); err != nil {
+			return fmt.Errorf("stored instance %q: %w", id, err)
+		}
+		for _, o := range inst.Orphans[min(skip, len(inst.Orphans)):] {
+			if len(page.Items) == limit {
+				more = true
+				return nil
+			}
+			page.Items = append(page.Items, o)
+		}
+		return nil
+	}
+	for _, p := range s.rt.Partitions() {
+		if p < from.p || more {
+			continue
+		}
+		after := ""
+		if p == from.p && from.id != "" {
+			raw, ok, err := s.rt.ReadInstance(p, from.id)
+			if err != nil {
+				return OrphanPage{}, err
+			}
+			if ok {
+				if err := take(from.id, raw, from.n); err != nil {
+					return OrphanPage{}, err
+				}
+			}
+			after = from.id
+		}
+		err := s.rt.ScanInstances(p, after, func(id string, raw []byte) (bool, error) {
+			if more {
+				return false, nil
+			}
+			if len(summarize(raw).Orphans) == 0 {
+				return true, nil
+			}
+			return true, take(id, raw, 0)
+		})
+		if err != nil {
+			return OrphanPage{}, err
+		}
+	}
+	if more {
+		page.Next = s.orphanCursor(from, page.Items)
+	}
+	return page, nil
 }
 
-// cursor is the position after instance id: its partition and id.
-func (s *Store) cursor(id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(int(s.Partition(id))) + "/" + id))
+// orphanCursor is the position after the last of items, which follow
+// from: its id's partition, the id, and how many of the id's orphans are
+// behind.
+func (s *Store) orphanCursor(from orphanPos, items []Orphan) string {
+	last := items[len(items)-1].ID
+	n := 0
+	if last == from.id {
+		n = from.n
+	}
+	for _, o := range items {
+		if o.ID == last {
+			n++
+		}
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("%d/%d/%s", s.Partition(last), n, last)))
 }
 
-func parseCursor(c string) (int32, string, error) {
+// orphanPos is an orphan cursor: n orphans of id, in partition p, are
+// behind.
+type orphanPos struct {
+	p  int32
+	n  int
+	id string
+}
+
+func parseOrphanCursor(c string) (orphanPos, error) {
 	if c == "" {
-		return 0, "", nil
+		return orphanPos{}, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	ps, id, ok := strings.Cut(string(b), "/")
-	p, perr := strconv.Atoi(ps)
-	if err != nil || !ok || perr != nil || p < 0 {
-		return 0, "", fmt.Errorf("%w: bad cursor %q (pass the next value of a previous page, or none)", ErrBadQuery, c)
+	f := strings.SplitN(string(b), "/", 3)
+	if err == nil && len(f) == 3 {
+		p, perr := strconv.Atoi(f[0])
+		n, nerr := strconv.Atoi(f[1])
+		if perr == nil && nerr == nil && p >= 0 && n >= 0 {
+			return orphanPos{int32(p), n, f[2]}, nil
+		}
 	}
-	return int32(p), id, nil
+	return orphanPos{}, fmt.Errorf("%w: bad cursor %q (pass the next value of a previous page, or none)", ErrBadQuery, c)
+}
+
+// cursorOf is the position after an instance in List order.
+func cursorOf(k listKey) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(k.at, 10) + "/" + k.id))
+}
+
+func parseCursor(c string) (listKey, bool, error) {
+	if c == "" {
+		return listKey{}, false, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	at, id, ok := strings.Cut(string(b), "/")
+	n, nerr := strconv.ParseInt(at, 10, 64)
+	if err != nil || !ok || nerr != nil {
+		return listKey{}, false, fmt.Errorf("%w: bad cursor %q (pass the next value of a previous page, or none)", ErrBadQuery, c)
+	}
+	return listKey{n, id}, true, nil
 }
 
 // instancesCollector exports troupe_saga_instances{app,saga,status}: the

@@ -70,6 +70,11 @@ async function loadStats() {
     type: "button", class: "stat" + (view.status === "" ? " active" : ""), "data-status": "ALL",
     onclick: () => setFilter(""),
   }, el("span", { class: "muted", text: "all" }), el("b", { text: total })));
+  // Orphans: events of ids whose trigger never came; no saga, not counted above.
+  box.append(el("a", {
+    class: "stat", id: "orphans", href: "/api/orphans",
+    title: "events that started no saga (no trigger seen): troupe saga orphans",
+  }, el("span", { class: "muted", text: "orphans" }), el("b", { text: st.orphans || 0 })));
 }
 
 function setFilter(status) {
@@ -159,7 +164,7 @@ async function loadDetail() {
       el("td", { class: "muted", text: when(h.time) }),
       el("td", { text: h.type }),
       el("td", { text: h.step || "" }),
-      el("td", { class: "muted", text: h.offset >= 0 ? `${h.partition}@${h.offset}` : "timer" }),
+      el("td", { class: "muted", text: h.offset >= 0 ? `${h.topic ? h.topic + "/" : ""}${h.partition}@${h.offset}` : "timer" }),
       el("td", { text: h.note || "" })));
   }
   hist.append(tb);

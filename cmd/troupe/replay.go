@@ -151,6 +151,8 @@ func rewind(cmd *cobra.Command, g *globals, group, topic string, from replay.Sta
 		return asUsage(err)
 	case errors.Is(err, replay.ErrNoCommittedOffsets):
 		return usagef("%v; to set offsets for a new group anyway, add --allow-new-group", err)
+	case errors.As(err, new(*replay.LiveMembersError)):
+		return asUsage(err) // stop the group's members first: bad usage, not a failure
 	case err != nil:
 		return err
 	}

@@ -78,7 +78,7 @@ func TestReplayCommand(t *testing.T) {
 	if err := member.CommitUncommittedOffsets(ctx); err != nil {
 		t.Fatal(err)
 	}
-	expect(exitFailure, []string{"group orders.payment is Stable with 1 live member(s): client \"payment-1\" on", "stop every consumer of the group"},
+	expect(exitUsage, []string{"group orders.payment is Stable with 1 live member(s): client \"payment-1\" on", "stop every consumer of the group"},
 		"replay", "--topic", "orders", "--group", "orders.payment", "--from-offset", "0")
 	member.Close()
 	expect(exitUsage, []string{"has no committed offsets", "--allow-new-group"}, "replay", "--topic", "orders", "--group", "orders.paymnet", "--from-offset", "0")

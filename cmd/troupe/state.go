@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/spf13/cobra"
 
 	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/runner"
 	"github.com/troupehq/troupe/pkg/state"
 )
 
@@ -44,7 +44,8 @@ On 'troupe dev' the broker stops with dev, so rebuild with --dev instead:
 stop dev (Ctrl-C), run 'troupe state rebuild --step NAME --dev', start dev
 again. --dev opens the stopped dev's broker data (--data-dir, default
 .troupe, as dev's) on a free loopback port for the rebuild, and restores
-<data-dir>/state/<app>.<step>; it refuses while dev runs.`
+<data-dir>/state/<app>.<step>; it refuses while dev runs (dev locks its
+data dir), and holds that lock meanwhile, so a dev started then refuses.`
 
 func newStateRebuildCmd(g *globals) *cobra.Command {
 	var f rebuildFlags
@@ -112,7 +113,7 @@ func runStateRebuild(cmd *cobra.Command, g *globals, f rebuildFlags) error {
 	}
 	kcfg := g.KafkaConfig()
 	if f.dev {
-		stop, addr, err := openStoppedDev(f.dataDir, f.stateDir, g)
+		stop, addr, err := openStoppedDev(f.dataDir, g)
 		if err != nil {
 			return err
 		}
@@ -143,24 +144,24 @@ func runStateRebuild(cmd *cobra.Command, g *globals, f rebuildFlags) error {
 
 // openStoppedDev starts an embedded broker on the data of a stopped troupe
 // dev, on a free loopback port, and returns how to stop it and its address.
-// It refuses while dev runs: dev holds the Pebble lock of every step's
-// store, so taking the lock of stateDir (when it exists) proves that dev is
-// not running on dataDir.
-func openStoppedDev(dataDir, stateDir string, g *globals) (func(), string, error) {
+// It holds dev's lock on dataDir meanwhile: it refuses while dev runs, and
+// a dev started meanwhile refuses.
+func openStoppedDev(dataDir string, g *globals) (func(), string, error) {
 	kdir := filepath.Join(dataDir, "kafka")
 	if fi, err := os.Stat(kdir); err != nil || !fi.IsDir() {
 		return nil, "", usagef("%s holds no troupe dev broker data (no %s): pass the --data-dir troupe dev ran with", dataDir, kdir)
 	}
-	if _, err := os.Stat(filepath.Join(stateDir, "LOCK")); err == nil {
-		l, err := vfs.Default.Lock(filepath.Join(stateDir, "LOCK"))
-		if err != nil {
-			return nil, "", usagef("%s is in use: is troupe dev running on %s? stop it first (Ctrl-C), then rebuild: %v", stateDir, dataDir, err)
-		}
-		l.Close()
+	unlock, err := runner.LockDataDir(dataDir)
+	if errors.Is(err, runner.ErrUsage) {
+		return nil, "", usagef("%v, then rebuild", err)
 	}
-	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: kdir, Logger: g.Log})
 	if err != nil {
 		return nil, "", err
 	}
-	return broker.Close, broker.Addr(), nil
+	broker, err := kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: kdir, Logger: g.Log})
+	if err != nil {
+		unlock()
+		return nil, "", err
+	}
+	return func() { broker.Close(); unlock() }, broker.Addr(), nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/runner"
 	"github.com/troupehq/troupe/pkg/state"
 )
 
@@ -136,7 +137,12 @@ func TestStateRebuildDev(t *testing.T) {
 	run(exitOK, "rebuilt "+stateDir+" from orders.inventory.changelog: 2 partitions, 8 records", "state", "rebuild", "--step", "inventory", "--dev", "--data-dir", data)
 	checkStore(t, stateDir, "orders", "inventory", 4)
 
-	// Refusing while dev runs is checked against a running troupe dev, by
-	// TestRunbook: Pebble's lock is per process.
+	// While dev runs (it holds the lock of its data dir), --dev refuses.
+	unlock, err := runner.LockDataDir(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(exitUsage, "data dir "+data+" is in use by another troupe dev", "state", "rebuild", "--step", "inventory", "--dev", "--data-dir", data)
+	unlock()
 	run(exitUsage, "holds no troupe dev broker data", "state", "rebuild", "--step", "inventory", "--dev", "--data-dir", t.TempDir())
 }

@@ -6,7 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
+
 	"github.com/troupehq/troupe/pkg/example/orders"
+	"github.com/troupehq/troupe/pkg/step"
 	"github.com/troupehq/troupe/pkg/topology"
 	topologies "github.com/troupehq/troupe/topology"
 )
@@ -107,5 +110,43 @@ func TestRunRefusesUnknownTypes(t *testing.T) {
 	err = Run(t.Context(), app, g, RunOptions{Topology: file, Coordinator: "order-fulfillment", StateDir: dir + "/state", HTTP: "127.0.0.1:0"})
 	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "PaymentApproved") {
 		t.Fatalf("run --coordinator: %v", err)
+	}
+}
+
+// Run refuses a step whose handlers and on: disagree, naming both sides,
+// before it listens or opens its state (once the step runtime lists its
+// handlers: step.Runtime.Handles).
+func TestRunRefusesHandlersThatDisagree(t *testing.T) {
+	var rt any = (*step.Runtime)(nil)
+	if _, ok := rt.(handlerLister); !ok {
+		t.Skip("step.Runtime has no Handles() (types []string, raw bool) yet: the handlers cannot be checked against on:")
+	}
+	dir := t.TempDir()
+	file := dir + "/extra-input.yaml"
+	text := strings.Replace(string(topologies.Orders), "on: [InventoryReserved]", "on: [InventoryReserved, OutOfStock]", 1)
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	app := App{Name: "troupe", Types: orders.Register, Steps: orders.Steps}
+	g := &Globals{Brokers: "127.0.0.1:1", Registry: "http://127.0.0.1:1"}
+	err := Run(t.Context(), app, g, RunOptions{Topology: file, Step: "shipping", StateDir: dir + "/state", HTTP: "127.0.0.1:0"})
+	want := "step shipping: the handlers and the topology disagree: " + file + " gives step shipping on: [InventoryReserved, OutOfStock]; the program handles [InventoryReserved]: no handler for OutOfStock"
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("run: %v\nwant %q", err, want)
+	}
+	// The example's own steps agree with its topology.
+	topo := exampleTopology(t, nil)
+	env, err := NewEnv(app, g.KafkaConfig(), g.Registry, "test", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, def := range orders.Steps(topo) {
+		rt, err := env.NewStep(topo, def, name, StepOptions{StateDir: dir + "/" + name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkStepHandlers(topo, name, rt); err != nil {
+			t.Errorf("the example's step %s: %v", name, err)
+		}
 	}
 }

@@ -126,7 +126,7 @@ func (c *Cluster) Instance(ctx context.Context, id string) (*Instance, error) {
 	case !held:
 		return nil, fmt.Errorf("instance %q is in partition %d, which %w: no member of group %s holds it now (a rebalance or a restore: retry in a moment; if it lasts, is a coordinator running?)", id, p, ErrUnavailable, c.group)
 	case m.url == "":
-		return nil, fmt.Errorf("instance %q is in partition %d, %w by %s", id, p, ErrUnavailable, c.unadvertised(m))
+		return nil, fmt.Errorf("instance %q is in partition %d (%w), %s", id, p, ErrUnavailable, c.unadvertised(m))
 	}
 	return nil, fmt.Errorf("instance %q is in partition %d: %w (its owner %s has just taken it: retry in a moment)", id, p, ErrNotServed, m.url)
 }
@@ -134,7 +134,7 @@ func (c *Cluster) Instance(ctx context.Context, id string) (*Instance, error) {
 // unadvertised says what to do about a member that holds partitions but
 // does not advertise its API.
 func (c *Cluster) unadvertised(m member) string {
-	return fmt.Sprintf("held %s, which does not advertise a saga API, so its instances cannot be read from here: "+
+	return fmt.Sprintf("held by %s, which does not advertise a saga API, so its instances cannot be read from here: "+
 		"run every coordinator of group %s as troupe run --coordinator with --http (and --advertise-http when it listens on 0.0.0.0), or stop that one (a troupe dev or an older troupe?) so that its partitions move to coordinators that do", m, c.group)
 }
 

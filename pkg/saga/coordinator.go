@@ -141,7 +141,7 @@ func (c *Coordinator) onRecovery(sc *step.Context[Instance], r *kgo.Record) erro
 		return nil
 	}
 	name := c.watched[r.Topic]
-	rec := Recovery{Time: r.Timestamp, Partition: r.Partition, Offset: r.Offset}
+	rec := Recovery{Time: r.Timestamp, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
 	if r.Topic == c.t.DLQ(name) {
 		d, err := dlq.Parse(r)
 		if err != nil {

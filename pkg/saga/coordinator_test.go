@@ -351,7 +351,7 @@ func TestCoordinatorRecordsDeadLetters(t *testing.T) {
 	if dl.Step != "inventory" || dl.Event != "PaymentAuthorized" || dl.Attempts != 3 || dl.Offset != first.At().Offset || inst.Status != saga.Running {
 		t.Errorf("dead letter %+v of %s instance", dl, inst.Status)
 	}
-	if e := last(inst); e.Type != saga.EntryDeadLetter || !strings.Contains(e.Note, "PaymentAuthorized failed after 3 attempts: warehouse down") {
+	if e := last(inst); e.Type != saga.EntryDeadLetter || e.Topic != d.topo.DLQ("inventory") || !strings.Contains(e.Note, "PaymentAuthorized failed after 3 attempts: warehouse down") {
 		t.Errorf("history entry %+v", e)
 	}
 

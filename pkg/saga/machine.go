@@ -160,7 +160,9 @@ type Recovery struct {
 	// Partition and Offset.
 	DeadLetter DeadLetter
 	Time       time.Time
-	// Partition and Offset are the record's place in its topic.
+	// Topic, Partition and Offset are the record's place: the step's DLQ
+	// or retry topic.
+	Topic     string
 	Partition int32
 	Offset    int64
 }
@@ -615,7 +617,7 @@ func (m *Machine) OnRecovery(inst *Instance, r Recovery) {
 		return
 	}
 	inst.UpdatedAt = r.Time
-	m.record(inst, Entry{Type: r.Kind, Step: d.Step, Time: r.Time, Partition: r.Partition, Offset: r.Offset, Note: note})
+	m.record(inst, Entry{Type: r.Kind, Step: d.Step, Time: r.Time, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Note: note})
 }
 
 // startCompensation, next and onAck take two times: at, when the event

@@ -56,3 +56,18 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseSchema: any schema text (a .avsc file, a writer schema from the
+// registry) parses or fails, never panics. The first seed made hamba/avro
+// v2.31.0 panic (index out of range in isValidDefault).
+func FuzzParseSchema(f *testing.F) {
+	f.Add(`{"type":"record","name":"R","fields":[{"name":"a","type":[],"default":null}]}`)
+	f.Add(`{"type":"record","name":"R","fields":[{"name":"a","type":["null","string"],"default":null}]}`)
+	f.Add(`{"type":"array","items":{"type":"map","values":"long"}}`)
+	f.Fuzz(func(t *testing.T, text string) {
+		sch, err := avro.ParseSchema(text)
+		if (sch == nil) == (err == nil) {
+			t.Fatalf("ParseSchema(%q) = %v, %v: want a schema or an error", text, sch, err)
+		}
+	})
+}

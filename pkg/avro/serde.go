@@ -118,7 +118,16 @@ func NewSerde(reg Registry, opts ...Option) *Serde {
 // record (same full name) parsed in one process do not see each other.
 // Named types must be defined in the schema itself: references to other
 // registry subjects are not supported.
-func ParseSchema(text string) (havro.Schema, error) {
+//
+// hamba/avro panics on some invalid schemas (v2.31.0: a default for an
+// empty union, {"type":[],"default":null}); ParseSchema returns that as an
+// error, since a schema may come from a file or from the registry.
+func ParseSchema(text string) (sch havro.Schema, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			sch, err = nil, fmt.Errorf("avro: the schema parser failed on it (%v); check its unions, defaults and names", p)
+		}
+	}()
 	return havro.ParseWithCache(text, "", &havro.SchemaCache{})
 }
 

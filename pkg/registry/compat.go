@@ -1,7 +1,9 @@
 package registry
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -67,23 +69,29 @@ type existing struct {
 // defaults, so a shared cache would judge a field added without a default
 // by an earlier check of the same field with one.
 type checker struct {
-	hc *havro.SchemaCompatibility
+	hc  *havro.SchemaCompatibility
+	ctx context.Context // the check's; diff stops once it is done
 }
 
 func newChecker() *checker { return &checker{} }
 
 // check returns why candidate may not follow versions (oldest first, live
-// ones only) under level; nil means compatible.
-func (c *checker) check(level Level, candidate havro.Schema, versions []existing) []string {
+// ones only) under level; nil means compatible. It stops with ctx's error
+// once ctx is done, and turns a panic of hamba/avro into an error.
+func (c *checker) check(ctx context.Context, level Level, candidate havro.Schema, versions []existing) (msgs []string, err error) {
 	if level == None || len(versions) == 0 {
-		return nil
+		return nil, nil
 	}
-	c = &checker{hc: havro.NewSchemaCompatibility()}
+	defer func() {
+		if p := recover(); p != nil {
+			msgs, err = nil, &apiError{http.StatusUnprocessableEntity, 42201, fmt.Sprintf("Invalid schema: the Avro compatibility check failed on it (%v)", p)}
+		}
+	}()
+	c = &checker{hc: havro.NewSchemaCompatibility(), ctx: ctx}
 	against := versions
 	if !level.transitive() {
 		against = versions[len(versions)-1:]
 	}
-	var msgs []string
 	for i := len(against) - 1; i >= 0; i-- {
 		old := against[i]
 		if level.backward() {
@@ -97,7 +105,10 @@ func (c *checker) check(level Level, candidate havro.Schema, versions []existing
 			}
 		}
 	}
-	return msgs
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return msgs, nil
 }
 
 type problemKind int
@@ -119,6 +130,9 @@ type problem struct {
 // diff names what stops reader from reading data written with writer,
 // empty when hamba finds them compatible.
 func (c *checker) diff(reader, writer havro.Schema, path string) []problem {
+	if c.ctx.Err() != nil {
+		return nil // check reports it
+	}
 	err := c.hc.Compatible(reader, writer)
 	if err == nil {
 		return nil

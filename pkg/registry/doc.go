@@ -52,4 +52,19 @@
 //
 //	field "customerId" (string) was added without a default: data written
 //	with version 1 has no value for it; give it a default (BACKWARD: ...)
+//
+// # Limits
+//
+// Checking a schema costs time cubic in its nesting (hamba/avro
+// fingerprints every level: 1,000 nested records took some 50 CPU-seconds),
+// and this registry may share a process with the steps (troupe dev). So a
+// schema over Config.MaxSchemaBytes (256 KiB) or nesting JSON deeper than
+// Config.MaxSchemaDepth (96 levels; a nested record takes 3) is refused with
+// 422, a request body over twice the schema limit with 413; at most
+// Config.MaxChecks (2) compatibility checks run at once, each answered
+// within Config.CheckTimeout (10 s; 422 past it, 503 when no turn came);
+// subject names have at most MaxSubjectBytes. A schema that makes
+// hamba/avro panic is a 422, any other panic a 500, both in Confluent's
+// JSON format like every error, and an error quotes at most a few hundred
+// bytes of the request.
 package registry

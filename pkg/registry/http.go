@@ -29,11 +29,11 @@ func (e *apiError) Error() string { return fmt.Sprintf("%s (error code %d)", e.M
 
 // The Confluent error codes the API uses.
 func errSubjectNotFound(s string) error {
-	return &apiError{http.StatusNotFound, 40401, fmt.Sprintf("Subject '%s' not found.", s)}
+	return &apiError{http.StatusNotFound, 40401, fmt.Sprintf("Subject '%s' not found.", quote(s))}
 }
 
 func errVersionNotFound(s string, v string) error {
-	return &apiError{http.StatusNotFound, 40402, fmt.Sprintf("Version %s not found for subject '%s'.", v, s)}
+	return &apiError{http.StatusNotFound, 40402, fmt.Sprintf("Version %s not found for subject '%s'.", quote(v), quote(s))}
 }
 
 func errSchemaNotFound(what string) error {
@@ -46,7 +46,7 @@ func errInvalidSchema(msg string) error {
 
 func errInvalidVersion(v string) error {
 	return &apiError{http.StatusUnprocessableEntity, 42202,
-		fmt.Sprintf("The specified version '%s' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\"", v)}
+		fmt.Sprintf("The specified version '%s' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\"", quote(v))}
 }
 
 func errInvalidLevel(msg string) error {
@@ -65,6 +65,7 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(pattern string, h func(*http.Request) (any, error)) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			defer s.recovered(w, r)
 			if err := s.waitReady(r.Context()); err != nil {
 				writeError(w, err)
 				return
@@ -103,7 +104,7 @@ func (s *Server) routes() http.Handler {
 	handle("GET /mode", getMode)
 	handle("GET /mode/{subject}", getMode)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, &apiError{http.StatusNotFound, 404, fmt.Sprintf("HTTP 404 Not Found: no endpoint %s %s in troupe's built-in registry", r.Method, r.URL.Path)})
+		writeError(w, &apiError{http.StatusNotFound, 404, fmt.Sprintf("HTTP 404 Not Found: no endpoint %s %s in troupe's built-in registry", quote(r.Method), quote(r.URL.Path))})
 	})
 	return mux
 }
@@ -127,6 +128,11 @@ func writeError(w http.ResponseWriter, err error) {
 		}
 		ae = &apiError{http.StatusInternalServerError, code, err.Error()}
 	}
+	if len(ae.Message) > maxMessage {
+		cp := *ae
+		cp.Message = capMessage(ae.Message)
+		ae = &cp
+	}
 	writeJSON(w, ae.status, ae)
 }
 
@@ -145,10 +151,14 @@ type schemaRequest struct {
 }
 
 // readSchema reads a request body with a schema and returns its compact
-// text (the registry's identity of a schema) and the parsed schema.
-func readSchema(r *http.Request) (schemaRequest, string, error) {
+// text (the registry's identity of a schema), refusing bodies and schemas
+// over the limits.
+func (s *Server) readSchema(r *http.Request) (schemaRequest, string, error) {
 	var req schemaRequest
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, 4<<20))
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, s.bodyLimit()))
+	if tooLarge(err) {
+		return req, "", errTooLarge(s.bodyLimit(), "twice registry.Config.MaxSchemaBytes, plus 64 KiB")
+	}
 	if err != nil {
 		return req, "", errBadRequest("read request body: " + err.Error())
 	}
@@ -156,7 +166,7 @@ func readSchema(r *http.Request) (schemaRequest, string, error) {
 		return req, "", errBadRequest("request body is not a JSON object with a \"schema\" string: " + err.Error())
 	}
 	if t := strings.ToUpper(req.SchemaType); t != "" && t != "AVRO" {
-		return req, "", errInvalidSchema(fmt.Sprintf("schema type %s is not supported by troupe's built-in registry (Avro only)", req.SchemaType))
+		return req, "", errInvalidSchema(fmt.Sprintf("schema type %s is not supported by troupe's built-in registry (Avro only)", quote(req.SchemaType)))
 	}
 	if len(req.References) > 0 {
 		return req, "", errInvalidSchema("schema references are not supported by troupe's built-in registry: define named types inline")
@@ -170,12 +180,18 @@ func readSchema(r *http.Request) (schemaRequest, string, error) {
 		compact.Reset()
 		compact.WriteString(strings.TrimSpace(req.Schema))
 	}
+	if err := s.checkLimits(compact.String()); err != nil {
+		return req, "", err
+	}
 	return req, compact.String(), nil
 }
 
 func validSubject(s string) error {
 	if s == "" || strings.IndexFunc(s, unicode.IsControl) >= 0 {
-		return errBadRequest(fmt.Sprintf("invalid subject name %q", s))
+		return errBadRequest(fmt.Sprintf("invalid subject name %q", quote(s)))
+	}
+	if len(s) > MaxSubjectBytes {
+		return errBadRequest(fmt.Sprintf("subject name of %d bytes, over the limit of %d (registry.MaxSubjectBytes): %q", len(s), MaxSubjectBytes, quote(s)))
 	}
 	return nil
 }
@@ -305,7 +321,7 @@ func (s *Server) postVersion(r *http.Request) (any, error) {
 	if err := validSubject(name); err != nil {
 		return nil, err
 	}
-	req, text, err := readSchema(r)
+	req, text, err := s.readSchema(r)
 	if err != nil {
 		return nil, err
 	}
@@ -314,7 +330,7 @@ func (s *Server) postVersion(r *http.Request) (any, error) {
 	}
 	sch, err := parse(text)
 	if err != nil {
-		return nil, errInvalidSchema(err.Error())
+		return nil, errInvalidSchema(quote(err.Error()))
 	}
 	id, err := s.register(r.Context(), name, text, sch)
 	if err != nil {
@@ -325,13 +341,13 @@ func (s *Server) postVersion(r *http.Request) (any, error) {
 
 func (s *Server) lookup(r *http.Request) (any, error) {
 	name, deleted := r.PathValue("subject"), flag(r, "deleted")
-	_, text, err := readSchema(r)
+	_, text, err := s.readSchema(r)
 	if err != nil {
 		return nil, err
 	}
 	sch, err := parse(text)
 	if err != nil {
-		return nil, errInvalidSchema(err.Error())
+		return nil, errInvalidSchema(quote(err.Error()))
 	}
 	if err := s.subjectOrCatchUp(r.Context(), name, deleted); err != nil {
 		return nil, err
@@ -479,13 +495,13 @@ type compatibilityResult struct {
 // under the subject's level. Messages name each offending field.
 func (s *Server) checkCompatibility(r *http.Request) (any, error) {
 	name, ver := r.PathValue("subject"), r.PathValue("version")
-	_, text, err := readSchema(r)
+	_, text, err := s.readSchema(r)
 	if err != nil {
 		return nil, err
 	}
 	sch, err := parse(text)
 	if err != nil {
-		return nil, errInvalidSchema(err.Error())
+		return nil, errInvalidSchema(quote(err.Error()))
 	}
 	if err := s.subjectOrCatchUp(r.Context(), name, false); err != nil {
 		if ver == "" {
@@ -495,17 +511,21 @@ func (s *Server) checkCompatibility(r *http.Request) (any, error) {
 		return nil, err
 	}
 	s.mu.RLock()
-	defer s.mu.RUnlock()
 	level := s.st.level(name, s.cfg.DefaultLevel)
 	against := s.existing(name)
 	if ver != "" {
 		v, err := s.findVersion(name, ver, false)
 		if err != nil {
+			s.mu.RUnlock()
 			return nil, err
 		}
 		against = []existing{{version: v.version, schema: s.st.byID[v.id].schema}}
 	}
-	msgs := s.checker.check(level, sch, against)
+	s.mu.RUnlock()
+	msgs, err := s.compat(r.Context(), level, sch, against)
+	if err != nil {
+		return nil, err
+	}
 	if msgs == nil {
 		msgs = []string{}
 	}
@@ -532,13 +552,21 @@ func (s *Server) getConfig(r *http.Request) (any, error) {
 
 func (s *Server) putConfig(r *http.Request) (any, error) {
 	name := r.PathValue("subject")
+	if name != "" {
+		if err := validSubject(name); err != nil {
+			return nil, err
+		}
+	}
 	var req struct {
 		Compatibility string `json:"compatibility"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 64<<10)).Decode(&req); err != nil {
+		if tooLarge(err) {
+			return nil, errTooLarge(64<<10, "a config body is {\"compatibility\": \"LEVEL\"}")
+		}
 		return nil, errInvalidLevel("request body must be {\"compatibility\": \"LEVEL\"}: " + err.Error())
 	}
-	level, err := ParseLevel(req.Compatibility)
+	level, err := ParseLevel(quote(req.Compatibility))
 	if err != nil {
 		return nil, errInvalidLevel(err.Error())
 	}

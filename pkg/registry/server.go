@@ -46,6 +46,20 @@ type Config struct {
 	// created, to be visible on every broker (kafka.TopicWait). Default
 	// kafka.DefaultTopicWait.
 	TopicWait time.Duration
+
+	// MaxSchemaBytes bounds a schema's compact text; a larger one is
+	// refused with 422, a request body over twice that with 413. Default
+	// DefaultMaxSchemaBytes (256 KiB).
+	MaxSchemaBytes int
+	// MaxSchemaDepth bounds how deeply a schema's JSON nests objects and
+	// arrays (422 beyond). Default DefaultMaxSchemaDepth (96).
+	MaxSchemaDepth int
+	// CheckTimeout bounds one compatibility check, including the wait for
+	// its turn. Default DefaultCheckTimeout (10 s).
+	CheckTimeout time.Duration
+	// MaxChecks is how many compatibility checks run at once. Default
+	// DefaultMaxChecks (2).
+	MaxChecks int
 }
 
 func (c *Config) withDefaults() Config {
@@ -61,6 +75,18 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.LoadTimeout == 0 {
 		out.LoadTimeout = 30 * time.Second
+	}
+	if out.MaxSchemaBytes <= 0 {
+		out.MaxSchemaBytes = DefaultMaxSchemaBytes
+	}
+	if out.MaxSchemaDepth <= 0 {
+		out.MaxSchemaDepth = DefaultMaxSchemaDepth
+	}
+	if out.CheckTimeout <= 0 {
+		out.CheckTimeout = DefaultCheckTimeout
+	}
+	if out.MaxChecks <= 0 {
+		out.MaxChecks = DefaultMaxChecks
 	}
 	return out
 }
@@ -85,10 +111,12 @@ func (c *Config) Validate() error {
 // Any number of Servers may share one topic: they derive the same ids from
 // it (see the package documentation).
 type Server struct {
-	cfg     Config
-	log     zerolog.Logger
-	checker *checker
-	handler http.Handler
+	cfg      Config
+	log      zerolog.Logger
+	checker  *checker
+	checks   chan struct{}  // a token per compatibility check running (compat)
+	checking sync.WaitGroup // compatibility checks running, even those given up on
+	handler  http.Handler
 
 	mu        sync.RWMutex
 	st        *state
@@ -115,6 +143,7 @@ func New(cfg Config, log zerolog.Logger) (*Server, error) {
 		cfg:      cfg,
 		log:      log.With().Str("component", "registry").Str("topic", cfg.Topic).Logger(),
 		checker:  newChecker(),
+		checks:   make(chan struct{}, cfg.MaxChecks),
 		st:       newState(),
 		advanced: make(chan struct{}),
 		ready:    make(chan struct{}),
@@ -148,7 +177,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
-	return g.Wait()
+	err := g.Wait()
+	s.checking.Wait()
+	return err
 }
 
 // Run connects to Kafka, creates the topic if needed, reads it to the end,
@@ -375,9 +406,15 @@ func (s *Server) register(ctx context.Context, subject, text string, sch havro.S
 			return v.id, nil
 		}
 		level := s.st.level(subject, s.cfg.DefaultLevel)
-		msgs := s.checker.check(level, sch, s.existing(subject))
+		against := s.existing(subject)
 		p := s.st.proposal(subject, text, ident)
 		s.mu.RUnlock()
+		// Outside the lock: a check may take seconds, and the topic's
+		// follower needs the lock to apply what arrives.
+		msgs, err := s.compat(ctx, level, sch, against)
+		if err != nil {
+			return 0, err
+		}
 		if len(msgs) > 0 {
 			return 0, incompatible(subject, msgs)
 		}
@@ -417,7 +454,7 @@ func (s *Server) existing(subject string) []existing {
 func incompatible(subject string, msgs []string) error {
 	return &apiError{status: http.StatusConflict, Code: 409,
 		Message: fmt.Sprintf("Schema being registered is incompatible with an earlier schema for subject %q, details: %s",
-			subject, joinMessages(msgs))}
+			quote(subject), joinMessages(msgs))}
 }
 
 func joinMessages(msgs []string) string {
@@ -429,10 +466,4 @@ func joinMessages(msgs []string) string {
 		b.WriteString(m)
 	}
 	return b.String()
-}
-
-// parse parses an Avro schema in a cache of its own, so that versions of one
-// record in different subjects never see each other.
-func parse(text string) (havro.Schema, error) {
-	return havro.ParseWithCache(text, "", &havro.SchemaCache{})
 }

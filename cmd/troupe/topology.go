@@ -54,6 +54,13 @@ func checkSchemas(t *topology.Topology, dir string) error {
 	for i, p := range problems {
 		lines[i] = p.String()
 	}
+	for _, name := range t.Undeclared(names) {
+		for _, f := range files {
+			if f.FullName == name {
+				lines = append(lines, fmt.Sprintf("%s%s defines %s, which the topology does not declare", d, f.Path, name))
+			}
+		}
+	}
 	return usagef("%s has %d problem(s):\n%s", t.File, len(problems), strings.Join(lines, "\n"))
 }
 

@@ -52,7 +52,8 @@ func TestTopologyValidateSchemas(t *testing.T) {
 	line := strings.Count(text[:strings.Index(text, "PaymentApproved")], "\n") + 1
 	want := renamed + ":" + strconv.Itoa(line) + ": event type PaymentApproved (troupe.example.orders.PaymentApproved): no schema in " + schemaDir + "/"
 	out, code = runCLI(t, "topology", "validate", renamed, "--schemas", schemaDir)
-	if code != exitUsage || !strings.Contains(out, want) || strings.Contains(out, "is valid") {
+	other := schemaDir + "/PaymentAuthorized.avsc defines troupe.example.orders.PaymentAuthorized, which the topology does not declare"
+	if code != exitUsage || !strings.Contains(out, want) || !strings.Contains(out, other) || strings.Contains(out, "is valid") {
 		t.Fatalf("renamed type: exit %d, want 2 and a line %q:\n%s", code, want, out)
 	}
 	// --schemas '' skips the check; a directory that is not there is an error.

@@ -23,6 +23,9 @@ func checkTypes(t *topology.Topology, serde *avro.Serde) error {
 	for i, p := range problems {
 		lines[i] = "  " + p.String()
 	}
+	if extra := t.Undeclared(serde.Types()); len(extra) > 0 {
+		lines = append(lines, "  the program registers types the topology does not declare: "+strings.Join(extra, ", "))
+	}
 	return usage("%s declares %d event type(s) this program cannot decode:\n%s", t.File, len(problems), strings.Join(lines, "\n"))
 }
 

@@ -79,7 +79,8 @@ func TestCheckTypes(t *testing.T) {
 	}
 	renamed := exampleTopology(t, func(s string) string { return strings.ReplaceAll(s, "PaymentAuthorized", "PaymentApproved") })
 	err = checkTypes(renamed, serde)
-	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "event type PaymentApproved (troupe.example.orders.PaymentApproved): the app registers no Go type for it") {
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "event type PaymentApproved (troupe.example.orders.PaymentApproved): the app registers no Go type for it") ||
+		!strings.Contains(err.Error(), "the program registers types the topology does not declare: troupe.example.orders.PaymentAuthorized") {
 		t.Fatalf("renamed type: %v", err)
 	}
 	// The app's serde: without Types, nothing is known.

@@ -67,8 +67,16 @@ type Step struct {
 	// Retry is the step's own retry policy (its retry: block, what it leaves
 	// out taken from the topology's); nil means the topology's (RetryFor).
 	Retry *Retry
-	line  int
+	// Concurrency is how many handler calls of different instances the
+	// step runs at once (steps[].concurrency); 0 means the runtime's
+	// default. One instance's events always run one at a time, in order.
+	Concurrency int
+	line        int
 }
+
+// maxConcurrency matches step.MaxConcurrency (topology does not import
+// the runtime).
+const maxConcurrency = 10_000
 
 // Compensation is the command that undoes a step and the event that acknowledges it.
 type Compensation struct {
@@ -245,6 +253,24 @@ func (t *Topology) CheckTypes(known []string, what, hint string) []Problem {
 		}
 		out = append(out, Problem{File: t.File, Line: t.eventLines[ev], Msg: fmt.Sprintf("event type %s (%s): %s", t.ShortName(ev), ev, what), Hint: h})
 	}
+	return out
+}
+
+// Undeclared returns the names (full event names) that the topology does not
+// declare, SagaEnded aside, sorted: the other side of CheckTypes' problems
+// (a type renamed in the file but not in the code shows up in both).
+func (t *Topology) Undeclared(names []string) []string {
+	declared := map[string]bool{EndedType: true}
+	for _, ev := range t.EventTypes() {
+		declared[ev] = true
+	}
+	var out []string
+	for _, n := range names {
+		if !declared[n] {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
 	return out
 }
 

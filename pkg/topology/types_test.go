@@ -49,6 +49,9 @@ func TestCheckTypes(t *testing.T) {
 		if len(got) != 1 || got[0] != want {
 			t.Errorf("renamed to %s:\n got %v\nwant %v", tc.to, got, want)
 		}
+		if u := topo.Undeclared(append(known, EndedType)); !slices.Equal(u, []string{"troupe.example.orders." + tc.from}) {
+			t.Errorf("renamed to %s: Undeclared = %v", tc.to, u)
+		}
 	}
 
 	// Nothing known: every type, each at its line.

@@ -170,6 +170,11 @@ func Parse(rec *kgo.Record) (DeadLetter, error) {
 		}
 	}
 	d.Event, _ = event.FromRecord(rec) // best effort: a bad ce_time leaves it empty
+	if d.Event.IDDerived {
+		// Event is what the headers say: without ce_id, no id (the id
+		// FromRecord derives is not one the step compares dead letters by).
+		d.Event.ID, d.Event.IDDerived = "", false
+	}
 	if len(problems) > 0 {
 		d.Malformed = fmt.Errorf("%w: %s", ErrNotDeadLetter, strings.Join(problems, "; "))
 	}

@@ -75,14 +75,18 @@ func DerivedID(topic string, partition int32, offset int64) string {
 	return topic + "/" + strconv.FormatInt(int64(partition), 10) + "@" + strconv.FormatInt(offset, 10)
 }
 
-// The provenance headers of a dead letter (package dlq writes them): where
-// the failed record was consumed. A replayed dead letter without ce_id keeps
-// the id derived from that first place, so replaying it twice is still seen
-// as one event.
+// Headers of package dlq that name the place a record copies: a replay's
+// (the dead letter it was replayed from) and a dead letter's (where the
+// failed record was consumed). An id-less record that carries them gets the
+// id derived from that place, not its own: two replays of one dead letter
+// are then one event to the dedupe set.
 const (
-	dlqTopic     = "troupe_dlq_topic"
-	dlqPartition = "troupe_dlq_partition"
-	dlqOffset    = "troupe_dlq_offset"
+	replayedTopic     = "troupe_replayed_from_topic"
+	replayedPartition = "troupe_replayed_from_partition"
+	replayedOffset    = "troupe_replayed_from_offset"
+	dlqTopic          = "troupe_dlq_topic"
+	dlqPartition      = "troupe_dlq_partition"
+	dlqOffset         = "troupe_dlq_offset"
 )
 
 // NewID returns a new event id: a UUIDv7, time-ordered and unique.
@@ -139,13 +143,14 @@ func (m Metadata) Headers() []kgo.RecordHeader {
 // FromRecord reads the metadata of r. Missing headers leave fields empty,
 // except the saga id, which falls back to the record key, and the id: a
 // record without ce_id (or with an empty one) gets DerivedID of its place,
-// or of the place its dead-letter headers name, with IDDerived set. ce_time
+// with IDDerived set; of the dead letter it was replayed from for a replay,
+// of the failed record's place for a dead letter. ce_time
 // is read by ParseTime; a value it does not accept is an error. When a header
 // appears twice the first counts, as for Header.
 func FromRecord(r *kgo.Record) (Metadata, error) {
 	var m Metadata
 	var seen uint16
-	var dlqT, dlqP, dlqO string
+	var from [2][3]string // replayed from, dead letter of: topic, partition, offset
 	for _, h := range r.Headers {
 		v := string(h.Value)
 		var f *string
@@ -179,12 +184,18 @@ func FromRecord(r *kgo.Record) (Metadata, error) {
 			}
 			m.Time = t
 			continue
+		case replayedTopic:
+			f, bit = &from[0][0], 1<<8
+		case replayedPartition:
+			f, bit = &from[0][1], 1<<9
+		case replayedOffset:
+			f, bit = &from[0][2], 1<<10
 		case dlqTopic:
-			f, bit = &dlqT, 1<<8
+			f, bit = &from[1][0], 1<<11
 		case dlqPartition:
-			f, bit = &dlqP, 1<<9
+			f, bit = &from[1][1], 1<<12
 		case dlqOffset:
-			f, bit = &dlqO, 1<<10
+			f, bit = &from[1][2], 1<<13
 		default:
 			continue
 		}
@@ -198,10 +209,13 @@ func FromRecord(r *kgo.Record) (Metadata, error) {
 	}
 	if m.ID == "" {
 		m.ID, m.IDDerived = DerivedID(r.Topic, r.Partition, r.Offset), true
-		p, errP := strconv.ParseInt(dlqP, 10, 32)
-		o, errO := strconv.ParseInt(dlqO, 10, 64)
-		if dlqT != "" && errP == nil && errO == nil {
-			m.ID = DerivedID(dlqT, int32(p), o)
+		for _, c := range from {
+			p, errP := strconv.ParseInt(c[1], 10, 32)
+			o, errO := strconv.ParseInt(c[2], 10, 64)
+			if c[0] != "" && errP == nil && errO == nil {
+				m.ID = DerivedID(c[0], int32(p), o)
+				break
+			}
 		}
 	}
 	return m, nil

@@ -142,10 +142,15 @@ func TestFromRecord(t *testing.T) {
 		rec:  &kgo.Record{Headers: h(HeaderID, "first", HeaderID, "second", HeaderTime, "2026-01-02T03:04:05Z", HeaderTime, "junk")},
 		want: Metadata{ID: "first", Time: at},
 	}, {
-		name: "a replayed dead letter keeps the id of its first place",
+		name: "a dead letter without ce_id: the failed record's place",
 		rec: &kgo.Record{Topic: "orders.payment.retry", Partition: 3, Offset: 900, Key: []byte("o-1"),
 			Headers: h(dlqTopic, "orders", dlqPartition, "3", dlqOffset, "17")},
 		want: Metadata{ID: "orders/3@17", IDDerived: true, SagaID: "o-1"},
+	}, {
+		name: "a replay without ce_id: the id of the dead letter it was replayed from",
+		rec: &kgo.Record{Topic: "orders.payment.retry", Partition: 3, Offset: 900, Key: []byte("o-1"),
+			Headers: h(replayedTopic, "orders.payment.dlq", replayedPartition, "3", replayedOffset, "4", dlqTopic, "orders", dlqPartition, "3", dlqOffset, "17")},
+		want: Metadata{ID: "orders.payment.dlq/3@4", IDDerived: true, SagaID: "o-1"},
 	}, {
 		name: "malformed provenance: the record's own place",
 		rec:  &kgo.Record{Topic: "orders.payment.retry", Offset: 5, Headers: h(dlqTopic, "orders", dlqPartition, "x", dlqOffset, "17")},

@@ -23,7 +23,10 @@ const devLong = `Runs the whole troupe stack in one process, for development and
     that fail and are compensated, and a summary line every few seconds.
 
 Any Kafka client can connect to the embedded broker (troupe tail, kcat, Java
-or Python clients); producing to a new topic creates it. On ports other than
+or Python clients). A client that asks for it (Kafka's Java producer does)
+creates a topic by producing to it; troupe's own commands never do, so that
+a misspelt name is an error: create a topic outside the topology with
+'troupe topics create NAME'. On ports other than
 the defaults, the banner's commands begin with an export line (TROUPE_BROKERS,
 TROUPE_REGISTRY_URL, TROUPE_API_URL) that points the other commands at this
 stack. Ctrl-C stops cleanly; started again, it carries on where it stopped.

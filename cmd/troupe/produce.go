@@ -141,7 +141,7 @@ func runProduce(cmd *cobra.Command, g *globals, f *produceFlags) error {
 	}
 	defer cl.Close()
 
-	p := &producer{cmd: cmd, f: f, serde: serde, cl: cl}
+	p := &producer{cmd: cmd, f: f, serde: serde, cl: cl, topo: topo}
 	if f.data != "" {
 		return p.one(ctx, []byte(f.data))
 	}
@@ -153,6 +153,7 @@ type producer struct {
 	f     *produceFlags
 	serde *avro.Serde
 	cl    *kgo.Client
+	topo  *topology.Topology // nil without a topology file
 }
 
 // record builds the Kafka record for one JSON document.
@@ -217,7 +218,14 @@ func (p *producer) one(ctx context.Context, doc []byte) error {
 
 func (p *producer) produceErr(err error) error {
 	if errors.Is(err, kerr.UnknownTopicOrPartition) {
-		return fmt.Errorf("topic %s does not exist (create it: troupe topics apply --topology %s): %w", p.f.topic, p.f.topology, err)
+		if p.topo != nil {
+			for _, s := range p.topo.TopicSpecs() {
+				if s.Name == p.f.topic {
+					return fmt.Errorf("topic %s does not exist (create the topology's topics: troupe topics apply --topology %s): %w", p.f.topic, p.f.topology, err)
+				}
+			}
+		}
+		return fmt.Errorf("topic %s does not exist (troupe produce never creates one: troupe topics create %s, or troupe topics apply --topology %s for the topology's): %w", p.f.topic, p.f.topic, p.f.topology, err)
 	}
 	return fmt.Errorf("produce to %s: %w", p.f.topic, err)
 }

@@ -31,6 +31,11 @@ func TestTypos(t *testing.T) {
 	s.expect(t, exitOK, []string{"key bad-6 to orders"},
 		"produce", "--type", "OrderPlaced", "--key", "bad-6", "--data", doc, "--topology", topologyFile)
 
+	// A topic outside the topology that does not exist: produce never
+	// creates one, and says what does.
+	s.expect(t, exitFailure, []string{"topic audit does not exist (troupe produce never creates one: troupe topics create audit"},
+		"produce", "--topic", "audit", "--type", "OrderPlaced", "--schema", schemaDir+"/OrderPlaced.avsc", "--data", doc, "--topology", topologyFile)
+
 	// tail: an unknown type is refused with the known ones; a known type
 	// that the topic does not hold prints nothing.
 	s.expect(t, exitUsage, []string{`unknown event type "Nope"`, "the known types are OrderPlaced, "}, "tail", "--topic", "orders", "--type", "Nope", "--topology", topologyFile)

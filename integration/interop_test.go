@@ -293,8 +293,9 @@ func lastLine(s string) string {
 // deployed as `troupe run` processes, with the schemas registered as the
 // README says (`troupe schemas register --topology`), and follows the order
 // to COMPLETED in the coordinator: once as documented, once with a
-// zone-less ce_time (what Python's utcnow().isoformat() writes), and, with
-// kcat, once through the README's kcat command. Each order must land in the
+// zone-less ce_time (what Python's utcnow().isoformat() writes), once with
+// no headers at all (type from the schema, id derived), and, with kcat,
+// once through the README's kcat command. Each order must land in the
 // partition troupe's murmur2 gives its key, or its saga would split.
 func TestInteropPythonSaga(t *testing.T) {
 	py := pythonWithConfluentKafka(t)
@@ -316,11 +317,18 @@ func TestInteropPythonSaga(t *testing.T) {
 	recipe = replaceOnce(t, recipe, conf, fmt.Sprintf("BROKERS, REGISTRY, TOPIC = %q, %q, %q", e.brokerList(), e.registry, trigger))
 	const zoned = `datetime.datetime.now(datetime.timezone.utc).isoformat()`
 	zoneless := replaceOnce(t, replaceOnce(t, recipe, `"o-1001"`, `"o-1002"`), zoned, `datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat()`)
+	// No CloudEvents headers at all: the type comes from the schema, the id
+	// is derived from the record's place.
+	bare := replaceOnce(t, recipe, `"o-1001"`, `"o-1004"`)
+	bare = regexp.MustCompile(`headers=\[[^\]]*\],`).ReplaceAllString(bare, "")
+	if strings.Contains(bare, "ce_id") {
+		t.Fatalf("the recipe's headers were not removed:\n%s", bare)
+	}
 
 	murmur2 := func(key string) int32 {
 		return int32(kgo.StickyKeyPartitioner(nil).ForTopic(trigger).Partition(&kgo.Record{Key: []byte(key)}, int(e.topo.Partitions)))
 	}
-	for id, script := range map[string]string{"o-1001": recipe, "o-1002": zoneless} {
+	for id, script := range map[string]string{"o-1001": recipe, "o-1002": zoneless, "o-1004": bare} {
 		out := runPythonScript(t, ctx, py, script)
 		m := regexp.MustCompile(`partition (\d+) offset (\d+)`).FindStringSubmatch(out)
 		if m == nil {
@@ -333,11 +341,11 @@ func TestInteropPythonSaga(t *testing.T) {
 		off, _ := strconv.ParseInt(m[2], 10, 64)
 		ceTime := header(t, ctx, e, trigger, int32(p), off, "ce_time")
 		zoneLess := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?$`).MatchString(ceTime)
-		if zoneLess != (id == "o-1002") {
+		if zoneLess != (id == "o-1002") || (ceTime == "") != (id == "o-1004") {
 			t.Fatalf("order %s went with ce_time %q", id, ceTime)
 		}
 	}
-	ids := []string{"o-1001", "o-1002"}
+	ids := []string{"o-1001", "o-1002", "o-1004"}
 
 	// kcat, with the README's flags; the framed value made here (the
 	// README makes it with avro-tools).

@@ -185,8 +185,8 @@ func newSchemasRegisterCmd(g *globals, f *schemaFlags) *cobra.Command {
 that carries it (see 'troupe schemas --help'). A schema the subject already
 has is left alone. An incompatible one is refused by the registry, with
 its reasons; the others are still registered, and the command exits 1.`,
-		Example: `  troupe schemas register
-  troupe schemas register --topic orders      # every schema on one topic`,
+		Example: `  troupe schemas register --dir schemas/ --topology topology/orders.yaml   # each under its topic's subject
+  troupe schemas register --topic audit       # every schema on one topic (SagaEnded too)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			set, err := loadSchemaSet(cmd, g, f, false)

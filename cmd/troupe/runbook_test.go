@@ -118,6 +118,25 @@ func TestRunbook(t *testing.T) {
 			t.Fatalf("runbook: %s: %s\n%s\n--- troupe dev (last lines):\n%s", s.cmd, problem, out, tail(d.log.String(), 30))
 		}
 		t.Logf("$ %s\n%s", s.cmd, out)
+		if s.cmd == "troupe dlq list --step inventory" {
+			// The UI's dead-letter card reads the same, the coordinator's
+			// DLQ included.
+			var dl struct {
+				Steps []struct {
+					Step        string `json:"step"`
+					Outstanding int    `json:"outstanding"`
+				} `json:"steps"`
+			}
+			resp, err := http.Get(d.http + "/api/deadletters")
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = json.NewDecoder(resp.Body).Decode(&dl)
+			resp.Body.Close()
+			if err != nil || fmt.Sprint(dl.Steps) != "[{payment 0} {inventory 1} {shipping 0} {saga.order-fulfillment 0}]" {
+				t.Errorf("GET /api/deadletters: %v, %v; want inventory 1 outstanding and the coordinator listed", err, dl.Steps)
+			}
+		}
 		if strings.HasPrefix(s.cmd, "troupe saga get") {
 			var inst struct {
 				DeadLetters []struct {

@@ -47,7 +47,9 @@ func (e *Env) NewCoordinator(t *topology.Topology, o StepOptions) (*step.Runtime
 // MountSaga serves the saga API and the UI of the coordinator read by
 // store on the env's server, merged with the other coordinators of its
 // group (saga.Cluster): any of them answers for every partition, whichever
-// holds it, or says which peer it cannot reach and what to do. self is
+// holds it, or says which peer it cannot reach and what to do; and
+// GET /api/deadletters (MountDeadLetters), the outstanding dead letters of
+// every step and of the coordinator itself. self is
 // this process's advertised API (NewCoordinator's StepOptions.Advertise).
 // Call close when done.
 func (e *Env) MountSaga(ctx context.Context, t *topology.Topology, store *saga.Store, self string) (close func(), err error) {
@@ -58,6 +60,7 @@ func (e *Env) MountSaga(ctx context.Context, t *topology.Topology, store *saga.S
 	cluster := saga.NewCluster(store, self, t.CoordinatorGroup(), kadm.NewClient(admin))
 	saga.Mount(e.Server, cluster, cluster)
 	ui.Mount(e.Server)
+	MountDeadLetters(e.Server, e.Kafka, t)
 	return admin.Close, nil
 }
 

@@ -173,6 +173,7 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 	// One process holds every partition: no peers to ask or redirect to.
 	saga.Mount(env.Server, store, nil)
 	ui.Mount(env.Server)
+	MountDeadLetters(env.Server, kcfg, t)
 	loops = append(loops, coord.Run)
 
 	producer, err := kafka.NewClient(ctx, kcfg)

@@ -1,5 +1,6 @@
 // troupe's saga UI: reads the saga API (GET /api/sagas/stats, /api/sagas,
-// /api/sagas/{id}) and renders it; no framework, no build step.
+// /api/sagas/{id}) and the dead letters (GET /api/deadletters) and renders
+// them; no framework, no build step.
 "use strict";
 
 const STATUSES = ["RUNNING", "COMPENSATING", "COMPLETED", "COMPENSATED", "FAILED"];
@@ -75,6 +76,41 @@ async function loadStats() {
     class: "stat", id: "orphans", href: "/api/orphans",
     title: "events that started no saga (no trigger seen): troupe saga orphans",
   }, el("span", { class: "muted", text: "orphans" }), el("b", { text: st.orphans || 0 })));
+}
+
+// loadDeadLetters shows the outstanding dead letters of every step and of
+// the coordinator (GET /api/deadletters), whose own dead letters belong to
+// no saga's history. A server without that endpoint hides the card.
+async function loadDeadLetters() {
+  const box = $("#deadletters");
+  let dl;
+  try {
+    dl = await api("/api/deadletters");
+  } catch (_) {
+    box.hidden = true;
+    return;
+  }
+  const steps = (dl && dl.steps || []).filter((s) => s.outstanding > 0);
+  if (!steps.length) { box.hidden = true; box.replaceChildren(); return; }
+  const total = steps.reduce((n, s) => n + s.outstanding, 0);
+  const parts = [el("h2", { class: "warn", text: `Outstanding dead letters (${total})` })];
+  for (const s of steps) {
+    const coord = s.command.includes("--coordinator");
+    const sel = coord ? s.command.slice(s.command.indexOf("--coordinator")) : `--step ${s.step}`;
+    const card = el("div", { class: "dead", "data-step": s.step },
+      el("div", {}, el("b", { text: coord ? `coordinator (${s.step})` : s.step }), `: ${s.outstanding} outstanding in ${s.topic}`),
+      el("code", { text: s.command }));
+    for (const d of (s.letters || []).slice(0, 3)) {
+      const at = `${sel} --partition ${d.partition} --offset ${d.offset}`;
+      card.append(
+        el("div", {}, el("b", { text: d.key }), ` ${d.event || "undecodable record"}, after ${d.attempts} attempts: `, d.error),
+        el("code", { text: `troupe dlq replay ${at}` }),
+        el("code", { text: `troupe dlq discard ${at}` }));
+    }
+    parts.push(card);
+  }
+  box.replaceChildren(...parts);
+  box.hidden = false;
 }
 
 function setFilter(status) {
@@ -175,7 +211,7 @@ async function loadDetail() {
 async function refresh() {
   clearTimeout(view.timer);
   try {
-    await Promise.all([loadStats(), loadList(), loadDetail()]);
+    await Promise.all([loadStats(), loadList(), loadDetail(), loadDeadLetters()]);
     showError(null);
   } catch (err) {
     showError(err);

@@ -1,0 +1,46 @@
+// Renders app.js in Node with a minimal DOM and fetch, for ui_test.go:
+// node render.js APP.JS FIXTURES.JSON prints the HTML of #deadletters (and
+// "hidden" when it is hidden). FIXTURES maps API paths to JSON answers;
+// other paths answer 404.
+"use strict";
+const fs = require("fs");
+const vm = require("vm");
+const [appPath, fixturesPath] = process.argv.slice(2);
+const fixtures = JSON.parse(fs.readFileSync(fixturesPath, "utf8"));
+
+class Node_ {
+  constructor(tag) { this.tag = tag; this.attrs = {}; this.children = []; this.hidden = false; this.className = ""; this._text = null; this.checked = false; this.value = ""; }
+  set textContent(v) { this._text = String(v); this.children = []; }
+  get textContent() { return this._text !== null ? this._text : this.children.map((c) => c.textContent).join(""); }
+  setAttribute(k, v) { this.attrs[k] = String(v); }
+  addEventListener() {}
+  append(...cs) { for (const c of cs) this.children.push(typeof c === "string" ? new Text_(c) : c); }
+  replaceChildren(...cs) { this.children = []; this._text = null; this.append(...cs); }
+  html() {
+    const attrs = Object.entries(this.attrs).map(([k, v]) => ` ${k}="${v}"`).join("") + (this.className ? ` class="${this.className}"` : "");
+    const inner = this._text !== null ? this._text : this.children.map((c) => c.html()).join("");
+    return `<${this.tag}${attrs}>${inner}</${this.tag}>`;
+  }
+}
+class Text_ { constructor(s) { this.textContent = s; } html() { return this.textContent; } }
+
+const byId = {};
+const document = {
+  createElement: (tag) => new Node_(tag),
+  createTextNode: (s) => new Text_(s),
+  querySelector: (sel) => (byId[sel] ||= new Node_("section")),
+};
+globalThis.Node = Node_;
+globalThis.document = document;
+globalThis.window = { addEventListener() {} };
+globalThis.location = { hash: "" };
+globalThis.fetch = async (path) => {
+  const hit = Object.prototype.hasOwnProperty.call(fixtures, path);
+  return { ok: hit, status: hit ? 200 : 404, statusText: hit ? "OK" : "Not Found", text: async () => (hit ? JSON.stringify(fixtures[path]) : "") };
+};
+
+vm.runInThisContext(fs.readFileSync(appPath, "utf8"), { filename: appPath });
+setTimeout(() => {
+  const box = byId["#deadletters"];
+  process.stdout.write((box.hidden ? "hidden\n" : "") + box.html() + "\n");
+}, 100);

@@ -113,7 +113,7 @@ first page, pass the --cursor the previous page printed.`,
 	cmd.AddCommand(newSagaOrphansCmd(g))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "stats",
-		Short: "Count instances by status",
+		Short: "Count instances by status, and the orphans (events that started no saga)",
 		Args:  exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var st saga.Stats

@@ -10,26 +10,31 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/troupehq/troupe/internal/runbook"
 )
 
 // TestRunbook runs the commands of the README's runbook ("Recovering from
 // failures") in the order the README gives them, against a `troupe dev`
 // (the built binary, on free ports, in a temporary directory), and checks
-// what each prints. The commands are read from the README itself: a
-// command added, removed or reordered there without the same change here
-// fails the test, so the runbook cannot rot.
+// what each prints. The commands are read from the README itself
+// (runbook.Commands): a command added, removed or reordered there without
+// the same change here fails the test, so the runbook cannot rot.
+// integration.TestRunbookRealKafka runs them against a real broker.
 func TestRunbook(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds troupe and runs troupe dev")
 	}
-	cmds := runbookCommands(t, "../../README.md")
+	cmds, err := runbook.Commands("../../README.md", isCommandName)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// What each command must do, in the README's order. P and N are the
 	// dead letter's partition and offset, which saga get tells.
@@ -78,16 +83,18 @@ func TestRunbook(t *testing.T) {
 	for _, s := range steps {
 		got = append(got, s.cmd)
 	}
-	if strings.Join(got, "\n") != strings.Join(cmds, "\n") {
-		t.Fatalf("the README's runbook commands are not the ones this test runs: update TestRunbook with the README.\nREADME:\n  %s\ntest:\n  %s",
-			strings.Join(cmds, "\n  "), strings.Join(got, "\n  "))
+	if d := runbook.Diff(cmds, got); d != "" {
+		t.Fatal(d)
 	}
 
 	for _, s := range steps {
 		if s.before != nil {
 			s.before()
 		}
-		args := shellWords(t, s.cmd)[1:] // without ./troupe or troupe
+		args, err := runbook.Words(s.cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for i, a := range args {
 			switch a {
 			case "P":
@@ -159,94 +166,12 @@ func TestRunbook(t *testing.T) {
 	}
 }
 
-// runbookCommands returns the troupe commands of the README's runbook
-// section, in order: lines of its code blocks that start with ./troupe (and
-// their continuation lines, while a quote is open), and inline code that
-// starts with "troupe " and is more than a command's name (`troupe dev`,
-// `troupe dlq show` name commands), whitespace collapsed.
-func runbookCommands(t *testing.T, readme string) []string {
-	t.Helper()
-	raw, err := os.ReadFile(readme)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(raw)
-	i := strings.Index(s, "### Recovering from failures (runbook)")
-	if i < 0 {
-		t.Fatalf("%s has no section 'Recovering from failures (runbook)'", readme)
-	}
-	s = s[i:]
-	if j := strings.Index(s, "\n## "); j >= 0 {
-		s = s[:j]
-	}
-	span := regexp.MustCompile("`([^`]+)`")
-	var cmds []string
-	for k, part := range strings.Split(s, "```") {
-		if k%2 == 1 { // a code block
-			var cur string
-			for _, line := range strings.Split(part, "\n") {
-				line = strings.TrimSpace(line)
-				switch {
-				case cur != "":
-					cur += " " + line
-				case strings.HasPrefix(line, "./troupe "):
-					cur = line
-				}
-				if cur != "" && strings.Count(cur, "'")%2 == 0 {
-					cmds = append(cmds, cur)
-					cur = ""
-				}
-			}
-			continue
-		}
-		for _, m := range span.FindAllStringSubmatch(part, -1) {
-			c := strings.Join(strings.Fields(m[1]), " ")
-			if strings.HasPrefix(c, "troupe ") && !isCommandName(c) {
-				cmds = append(cmds, c)
-			}
-		}
-	}
-	return cmds
-}
-
 // isCommandName reports whether c names a command without running it
 // ("troupe dev", "troupe dlq show"): nothing follows the command's path.
 func isCommandName(c string) bool {
 	words := strings.Fields(c)[1:]
 	cmd, rest, err := newRootCmd().Find(words)
 	return err == nil && len(rest) == 0 && cmd.Name() == words[len(words)-1]
-}
-
-// shellWords splits a command line on blanks, keeping '...' together.
-func shellWords(t *testing.T, s string) []string {
-	t.Helper()
-	var words []string
-	var cur strings.Builder
-	in, started := false, false
-	for _, r := range s {
-		switch {
-		case r == '\'':
-			in, started = !in, true
-		case !in && (r == ' ' || r == '\t' || r == '\n'):
-			if started {
-				words = append(words, cur.String())
-				cur.Reset()
-				started = false
-			}
-		case !in && (r == '"' || r == '\\' || r == '$' || r == '|' || r == '>'):
-			t.Fatalf("runbook command %q uses %q: keep the README's commands to plain words and '...'", s, r)
-		default:
-			cur.WriteRune(r)
-			started = true
-		}
-	}
-	if in {
-		t.Fatalf("runbook command %q has an unclosed quote", s)
-	}
-	if started {
-		words = append(words, cur.String())
-	}
-	return words
 }
 
 func buildTroupe(t *testing.T, dir string) string {

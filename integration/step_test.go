@@ -479,6 +479,38 @@ func TestStepCount(t *testing.T) {
 	}
 }
 
+// A step whose handler waits 20 ms on I/O, over a backlog whose poll
+// takes far longer than the transaction timeout one record after another
+// (2,000 x 20 ms = 40 s against 10 s): every input is answered exactly
+// once, and no transaction is aborted (the intervals are time-bounded;
+// before they were, the broker rolled every one back and the step never
+// made progress).
+func TestStepSlowHandlerBacklog(t *testing.T) {
+	t.Parallel()
+	for _, g := range []string{"exactly_once", "at_least_once"} {
+		t.Run(g, func(t *testing.T) {
+			t.Parallel()
+			e := newStepEnv(t)
+			const n = 2000
+			if err := e.produce(t.Context(), 0, n, 0); err != nil {
+				t.Fatal(err)
+			}
+			p := e.start("count", t.TempDir(), g, "", "--handler-delay", "20ms")
+			start := time.Now()
+			out := e.outputs(n, 3*time.Minute)
+			took := time.Since(start)
+			aborts := p.metric("troupe_step_transaction_aborts_total")
+			p.stop(t)
+			t.Logf("%s: %d inputs with a 20 ms handler in %s (%.0f events/s at the default concurrency)", g, n, took.Round(time.Millisecond), n/took.Seconds())
+			out.check(t, n, g == "exactly_once")
+			e.checkCounts(n, nil)
+			if aborts != 0 {
+				t.Fatalf("%v transactions aborted, want 0\n%s", aborts, p.tail(20))
+			}
+		})
+	}
+}
+
 func TestStepKillRestart(t *testing.T) {
 	t.Parallel()
 	for _, g := range []string{"exactly_once", "at_least_once"} {
@@ -490,7 +522,10 @@ func TestStepKillRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
-			p := e.start("count-0", dir, g, "classic")
+			// At concurrency 64 with a handler that waits, so that calls
+			// of many instances are in flight at every kill.
+			conc := []string{"--concurrency", "64", "--handler-delay", "1ms"}
+			p := e.start("count-0", dir, g, "classic", conc...)
 
 			// The second half arrives while the process is killed and
 			// restarted.
@@ -517,7 +552,7 @@ func TestStepKillRestart(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				p = e.start(fmt.Sprintf("count-%d", i), dir, g, "classic")
+				p = e.start(fmt.Sprintf("count-%d", i), dir, g, "classic", conc...)
 			}
 			if err := <-produced; err != nil {
 				t.Fatal(err)

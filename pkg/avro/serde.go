@@ -357,6 +357,21 @@ func (s *Serde) Decode(ctx context.Context, value []byte) (fullName string, v an
 	return plan.fullName, valueAt(plan.info.typ, ptr.UnsafePointer()), nil
 }
 
+// WriterName returns the full name of the record a wire-format value was
+// written as (its schema id's, cached like Decode's) without decoding the
+// value. Errors are Decode's.
+func (s *Serde) WriterName(ctx context.Context, value []byte) (string, error) {
+	id, _, err := SplitHeader(value)
+	if err != nil {
+		return "", &DecodeError{SchemaID: -1, Err: err}
+	}
+	plan, err := s.readPlan(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return plan.fullName, nil
+}
+
 // unmarshal decodes payload into ptr. Unlike hamba's Unmarshal, which is
 // made for streams and takes an end of input between two fields for success,
 // running out of bytes anywhere is an error here: a value is one whole

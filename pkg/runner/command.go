@@ -55,6 +55,8 @@ func RunCommand(app App, g *Globals) *cobra.Command {
 	f.StringVar(&o.Coordinator, "coordinator", "", "run the coordinator of this saga instead of a step")
 	f.StringVar(&o.StateDir, "state-dir", "", "directory of this process's local state (default .troupe/state/<app>.<step>)")
 	f.StringVar(&o.Guarantee, "guarantee", "", "exactly_once or at_least_once (default: the topology's)")
+	f.IntVar(&o.Concurrency, "concurrency", 0, "handler calls of different instances at once; one instance's events always run one at a time, in order (default: the step's concurrency: in the topology, else 16)")
+	f.DurationVar(&o.HandlerTimeout, "handler-timeout", 0, "deadline of one handler call, after which it counts as a failed attempt (default 5s; with the commit interval, within 80% of the 10s transaction timeout)")
 	f.StringVar(&o.HTTP, "http", defaultHTTP, "address of /metrics, /healthz, /readyz (and the saga API and UI with --coordinator)")
 	f.StringVar(&o.Advertise, "advertise-http", "", "with --coordinator: the base URL other coordinators reach this one's API at (default http://<--http>, with the host name when --http is 0.0.0.0)")
 	return cmd

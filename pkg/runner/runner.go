@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -67,6 +68,10 @@ type StepOptions struct {
 	// StateDir is the step's own state directory.
 	StateDir  string
 	Guarantee step.Guarantee
+	// Concurrency and HandlerTimeout override the topology's and the
+	// runtime's defaults when not zero (--concurrency, --handler-timeout).
+	Concurrency    int
+	HandlerTimeout time.Duration
 	// Advertise is, for a coordinator, the base URL of this process's saga
 	// API, which its Kafka client id advertises to the other coordinators
 	// of its group (saga.ClientID); empty: none.
@@ -79,6 +84,9 @@ type StepOptions struct {
 func (e *Env) NewStep(t *topology.Topology, def step.Definition, name string, o StepOptions) (*step.Runtime, error) {
 	cfg := e.stepConfig(o)
 	cfg.Saga, cfg.Retry = saga.ForStep(t, name), RetryOf(t, name)
+	if s, ok := t.Step(name); ok && cfg.Concurrency == 0 {
+		cfg.Concurrency = s.Concurrency
+	}
 	rt, err := step.NewRuntime(def, cfg)
 	if err != nil {
 		return nil, err
@@ -91,12 +99,14 @@ func (e *Env) NewStep(t *topology.Topology, def step.Definition, name string, o 
 // shares.
 func (e *Env) stepConfig(o StepOptions) step.Config {
 	return step.Config{
-		Kafka:      e.Kafka,
-		Codec:      e.Serde,
-		StateDir:   o.StateDir,
-		Guarantee:  o.Guarantee,
-		Registerer: e.Metrics,
-		Logger:     e.Log,
+		Kafka:          e.Kafka,
+		Codec:          e.Serde,
+		StateDir:       o.StateDir,
+		Guarantee:      o.Guarantee,
+		Concurrency:    o.Concurrency,
+		HandlerTimeout: o.HandlerTimeout,
+		Registerer:     e.Metrics,
+		Logger:         e.Log,
 	}
 }
 
@@ -129,6 +139,9 @@ type RunOptions struct {
 	StateDir    string
 	Guarantee   string
 	HTTP        string
+	// Concurrency and HandlerTimeout: see StepOptions.
+	Concurrency    int
+	HandlerTimeout time.Duration
 	// Advertise is the base URL peers reach this process's API at (the
 	// coordinator's); default http://<--http>, with the host name for an
 	// unspecified address.
@@ -180,7 +193,7 @@ func Run(ctx context.Context, app App, g *Globals, o RunOptions) error {
 	if err := checkTypes(t, env.Serde); err != nil {
 		return err
 	}
-	rt, err := env.NewStep(t, def, o.Step, StepOptions{StateDir: dir, Guarantee: g2})
+	rt, err := env.NewStep(t, def, o.Step, StepOptions{StateDir: dir, Guarantee: g2, Concurrency: o.Concurrency, HandlerTimeout: o.HandlerTimeout})
 	if err != nil {
 		return err
 	}

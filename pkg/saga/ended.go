@@ -47,7 +47,18 @@ func ForStep(t *topology.Topology, name string) *step.Saga {
 	if !ok {
 		return nil
 	}
-	sc := &step.Saga{EndedTopic: t.EndedTopic(), CompletedBy: s.CompletedBy, Retention: t.Retention}
+	sc := &step.Saga{EndedTopic: t.EndedTopic(), CompletedBy: s.CompletedBy, Retention: t.Retention, Trigger: t.Trigger}
+	for _, other := range t.Steps {
+		for _, ev := range other.Emits {
+			if ev == t.Trigger {
+				continue
+			}
+			if sc.Sources == nil {
+				sc.Sources = map[string][]string{}
+			}
+			sc.Sources[ev] = append(sc.Sources[ev], t.Group(other.Name))
+		}
+	}
 	if c := s.Compensation; c.Command != "" {
 		sc.Command, sc.Ack, sc.KeyField = c.Command, c.Ack, t.Key
 		sc.AckTopic, _ = t.TopicOf(c.Ack)

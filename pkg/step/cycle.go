@@ -141,6 +141,9 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 			c.rewindFetch()
 			rt.produceOK()
 		}
+		if !committed || prodErr != nil {
+			rt.carry = nil // the session rewound to the committed offsets
+		}
 		if c.failed != nil {
 			rt.stopTask(c.failed.t, c.failed.err)
 		}

@@ -30,16 +30,25 @@
 // the compacted changelog <app>.<step>.changelog before it sees a record;
 // Runtime.Ready is false meanwhile.
 //
-// One loop drives all tasks. Every CommitInterval (100 ms) it ends one unit
-// of work:
+// One loop drives all tasks, one interval (one transaction) after another:
 //
-//	ExactlyOnce (default):  begin txn -> poll, handle, produce outputs -> fire due timers
-//	                        -> produce changed state keys to the changelog -> commit txn
-//	                        (offsets included) -> apply the store batch with the changelog
-//	                        offsets it reflects. Abort = drop the batch.
-//	AtLeastOnce:            poll, handle, produce -> fire timers -> changelog -> flush
+//	ExactlyOnce (default):  begin txn -> fire due timers -> poll, handle (concurrently),
+//	                        produce outputs -> produce changed state keys to the changelog
+//	                        -> commit txn (offsets included) -> apply the store batch with
+//	                        the changelog offsets it reflects. Abort = drop the batch.
+//	AtLeastOnce:            timers -> poll, handle, produce -> changelog -> flush
 //	                        -> apply the store batch (with the input offsets reached)
 //	                        -> commit offsets.
+//
+// Within an interval, handlers of different instances run concurrently, up
+// to Config.Concurrency (default 16; the step's Concurrency option); one
+// instance's records run one at a time, in offset order, and every effect
+// enters the transaction from the loop, in one order per instance (see
+// exec.go). An interval starts handlers for at most Config.CommitInterval
+// (100 ms), each call bounded by Config.HandlerTimeout (5 s), so it always
+// commits within the transaction timeout; it ends as soon as all it fetched
+// is handled and nothing more is buffered (but not before the last commit's
+// duration), so latency follows the work.
 //
 // Local state is thus never ahead of Kafka. After a crash it may be behind,
 // and the restore on the next assignment catches it up; it never needs a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -91,7 +90,7 @@ type recordPlace struct {
 }
 
 // sched is the interval's scheduler state. Loop only, except done and
-// wake, which the workers use.
+// closed, which the workers use.
 type sched struct {
 	lanes   map[laneKey]*lane
 	ready   []*lane       // lanes whose head waits to start, in the order they became ready
@@ -99,11 +98,13 @@ type sched struct {
 	done    chan *job     // finished handlers
 	closed  chan struct{} // closed at the end of the interval: late workers drop their result
 	pending int           // jobs admitted and not settled
-	wakeMu  sync.Mutex
-	wakeFn  context.CancelFunc // ends the poll in progress when a handler finishes
-	begin   time.Time
-	admitBy time.Time // admission ends then
-	linger  time.Duration
+	// maxPending bounds pending: enough lookahead to find other instances
+	// to run, few enough that what is left when admission ends (carried
+	// over to the next interval) stays small.
+	maxPending int
+	begin      time.Time
+	admitBy    time.Time // admission ends then
+	linger     time.Duration
 }
 
 func (s *sched) init(rt *Runtime) {
@@ -114,6 +115,7 @@ func (s *sched) init(rt *Runtime) {
 	s.begin = time.Now()
 	s.admitBy = s.begin.Add(rt.cfg.CommitInterval)
 	s.linger = min(rt.lastCommit, rt.cfg.CommitInterval)
+	s.maxPending = min(rt.cfg.MaxPollRecords, max(256, 8*rt.cfg.Concurrency))
 }
 
 // halted reports whether the interval stops starting work: it must abort,
@@ -132,6 +134,9 @@ func (c *cycle) run(poll func(context.Context, int) kgo.Fetches) error {
 	if err := c.fireTimers(c.begin); err != nil {
 		return err
 	}
+	c.admitCarried()
+	pctx, cancel := context.WithDeadline(c.ctx, c.admitBy)
+	defer cancel()
 	for {
 		if err := c.dispatch(); err != nil {
 			return err
@@ -144,42 +149,44 @@ func (c *cycle) run(poll func(context.Context, int) kgo.Fetches) error {
 			break
 		}
 		idle := len(c.running) == 0 && len(c.ready) == 0
-		if idle && c.work > 0 && rt.cl.BufferedFetchRecords() == 0 && now.Sub(c.begin) >= c.linger {
-			break // everything fetched is settled: commit now
+		buffered := rt.cl.BufferedFetchRecords() > 0
+		var err error
+		switch {
+		case idle && c.work > 0 && !buffered && now.Sub(c.begin) >= c.linger:
+			// Everything fetched is settled: commit now.
+			return c.drain()
+		case idle && c.work > 0:
+			// Settled, but sooner than the last commit took: linger for
+			// more, so that under load transactions stay large.
+			lctx, lcancel := context.WithDeadline(pctx, c.begin.Add(c.linger))
+			err = c.poll(lctx, poll)
+			lcancel()
+		case idle:
+			err = c.poll(pctx, poll) // blocks until records come or admission ends
+		case buffered && c.pending < c.maxPending:
+			// Returns at once with what is buffered (the short deadline
+			// covers data buffered for a paused partition, not returned).
+			bctx, bcancel := context.WithTimeout(pctx, time.Millisecond)
+			err = c.poll(bctx, poll)
+			bcancel()
+		default:
+			// Handlers are running: wait for one to finish (new records
+			// are polled once they have; it is busy meanwhile).
+			err = c.await(c.admitBy)
 		}
-		if c.pending < rt.cfg.MaxPollRecords {
-			if err := c.poll(poll, idle); err != nil {
-				return err
-			}
-		} else if err := c.await(c.admitBy); err != nil {
-			return err
+		if err == nil {
+			err = c.reap()
 		}
-		if err := c.reap(); err != nil {
+		if err != nil {
 			return err
 		}
 	}
 	return c.drain()
 }
 
-// poll fetches more records and admits them. While handlers run, a
-// finishing one ends the poll, so that its lane goes on at once.
-func (c *cycle) poll(poll func(context.Context, int) kgo.Fetches, idle bool) error {
-	pctx, cancel := context.WithDeadline(c.ctx, c.admitBy)
-	defer cancel()
-	if !idle {
-		c.wakeMu.Lock()
-		c.wakeFn = cancel
-		c.wakeMu.Unlock()
-		defer func() {
-			c.wakeMu.Lock()
-			c.wakeFn = nil
-			c.wakeMu.Unlock()
-		}()
-		if len(c.done) > 0 {
-			return nil
-		}
-	}
-	fs := poll(pctx, c.rt.cfg.MaxPollRecords-c.pending)
+// poll fetches more records and admits them.
+func (c *cycle) poll(ctx context.Context, poll func(context.Context, int) kgo.Fetches) error {
+	fs := poll(ctx, c.maxPending-c.pending)
 	if err := c.rt.fetchErrors(fs); err != nil {
 		return err
 	}
@@ -209,6 +216,25 @@ func (c *cycle) admit(fs kgo.Fetches) {
 			c.enqueue(&job{tc: tc, rec: r, slot: len(in.recs) - 1}, instanceOf(r))
 		}
 	})
+}
+
+// admitCarried admits the records the last interval left unstarted,
+// before anything polled after them; those of partitions no longer active
+// are dropped (their next owner fetches them from the committed offset).
+func (c *cycle) admitCarried() {
+	carry := c.rt.carry
+	c.rt.carry = nil
+	for _, r := range carry {
+		t := c.rt.task(r.Partition)
+		if t == nil || t.state.Load() != taskActive {
+			continue
+		}
+		tc := c.taskCycle(r.Partition)
+		in := tc.input(r.Topic)
+		in.recs = append(in.recs, r)
+		in.settled = append(in.settled, false)
+		c.enqueue(&job{tc: tc, rec: r, slot: len(in.recs) - 1}, instanceOf(r))
+	}
 }
 
 // enqueue appends j to the lane of instance id.
@@ -251,33 +277,45 @@ func (c *cycle) dispatch() error {
 	return nil
 }
 
-// start runs j's handler on a goroutine of its own.
+// start runs j's handler on one of the runtime's workers.
 func (c *cycle) start(j *job) {
 	rt := c.rt
 	j.lane.busy = true
 	j.started = time.Now()
 	c.running[j] = true
+	rt.work <- work{c: c, j: j}
+}
+
+// work is a handler call for a worker: the job and its interval.
+type work struct {
+	c *cycle
+	j *job
+}
+
+// worker runs handler calls until the runtime's work channel closes. A
+// worker whose call is given up (drain) is replaced, so Concurrency
+// workers are always free to take calls.
+func (rt *Runtime) worker() {
+	for w := range rt.work {
+		w.c.runJob(w.j)
+	}
+}
+
+// runJob is one handler call, under a context that ends at the handler
+// timeout, at shutdown and when the partition is revoked.
+func (c *cycle) runJob(j *job) {
 	base := c.ctx
 	if t := j.tc.t; t != nil && t.ctx != nil {
 		base = t.ctx
 	}
-	ctx, cancel := context.WithTimeout(base, rt.cfg.HandlerTimeout)
-	done, closed := c.done, c.closed
-	go func() {
-		defer cancel()
-		j.run(ctx)
-		rt.m.handler.Observe(time.Since(j.started).Seconds())
-		select {
-		case done <- j:
-		case <-closed:
-			return // abandoned: the interval ended without it
-		}
-		c.wakeMu.Lock()
-		if c.wakeFn != nil {
-			c.wakeFn()
-		}
-		c.wakeMu.Unlock()
-	}()
+	ctx, cancel := context.WithTimeout(base, c.rt.cfg.HandlerTimeout)
+	j.run(ctx)
+	cancel()
+	c.rt.m.handler.Observe(time.Since(j.started).Seconds())
+	select {
+	case c.done <- j:
+	case <-c.closed: // given up: the interval ended without it
+	}
 }
 
 // next pops the settled head of lane l and readies the lane's next job.
@@ -378,6 +416,7 @@ func (c *cycle) drain() error {
 				Dur("call_age", now.Sub(j.started)).Dur("handler_timeout", rt.cfg.HandlerTimeout).
 				Msg("handler ignored its context past its timeout; giving the call up (pass Context.Context() to what it waits on)")
 			delete(c.running, j)
+			go rt.worker() // in place of the one stuck in the call
 			j.err = errHandlerAbandoned
 			if c.ctx.Err() != nil && j.rec != nil {
 				// Shutting down: leave the record for the next owner.

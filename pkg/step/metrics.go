@@ -16,6 +16,18 @@ const (
 	OutcomeIgnored   = "ignored"   // no handler for its event type
 	OutcomeError     = "error"     // failed past its retries (or permanently): dead-lettered, or its partition stopped
 	OutcomeParked    = "parked"    // its instance waits on a dead letter: kept in the state store until released
+	// OutcomeMoved: found in another partition than its key's (the
+	// producer's partitioner is not murmur2): produced again to its
+	// partition, where it is handled.
+	OutcomeMoved = "moved"
+	// OutcomeMisplaced: found in another partition than its key's, and
+	// left for the saga's coordinator to move (a step of a saga does not
+	// move records itself, so that one copy is made).
+	OutcomeMisplaced = "misplaced"
+	// OutcomeOrphan: a forward event of a saga that no step of the saga
+	// emitted (its ce_source is not the step the topology says emits it):
+	// not handled, so that a lone mid-saga event starts nothing.
+	OutcomeOrphan = "orphan"
 )
 
 // stepMetrics are the step's series. Several steps in one process (troupe
@@ -33,6 +45,8 @@ type stepMetrics struct {
 	lag            *prometheus.GaugeVec
 
 	processed, duplicate, ignored, failed prometheus.Counter
+	// withoutID counts events that arrived without a ce_id header.
+	withoutID prometheus.Counter
 	// Retries and dead letters (retry.go, park.go).
 	retries, deadLetters, parkedEvents prometheus.Counter
 	parked                             prometheus.Gauge
@@ -99,7 +113,13 @@ func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
 		Help: "Records behind the end (last stable offset) of each input partition, as of the last fetch.",
 	}, append(labels, "topic", "partition")))
 
+	withoutID := metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: "step", Name: "events_without_id_total",
+		Help: "Input events without a ce_id header: their id is derived from their place, so a redelivery is dropped but a producer's retry (a second record) is not recognised.",
+	}, labels))
+
 	m := &stepMetrics{
+		withoutID:      withoutID.WithLabelValues(app, step),
 		events:         events,
 		handler:        handler.WithLabelValues(app, step),
 		commit:         commit.WithLabelValues(app, step),

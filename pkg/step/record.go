@@ -99,6 +99,15 @@ func (c *cycle) guard(j *job) verdict {
 	if err := state.ValidID(id); err != nil {
 		return failed(Permanent(err))
 	}
+	if meta.IDDerived {
+		rt.m.withoutID.Inc()
+	}
+	if v, stop := c.placeGuard(j, meta, id); stop {
+		return v
+	}
+	if v, stop := c.typeGuard(r, &meta); stop {
+		return v
+	}
 	if meta.Type != "" && !rt.wants(r.Topic, meta.Type) {
 		rt.m.ignored.Inc()
 		return done
@@ -121,6 +130,9 @@ func (c *cycle) guard(j *job) verdict {
 	}
 	if h == nil {
 		rt.m.ignored.Inc()
+		return done
+	}
+	if c.orphan(r, meta, id, name) {
 		return done
 	}
 	j.h, j.name, j.ev, j.key, j.inst, j.eventID = h, name, ev, key, inst, meta.ID

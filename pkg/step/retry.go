@@ -189,11 +189,35 @@ func (c *cycle) commitContext(ctx context.Context) context.Context {
 	})
 }
 
-// rewindFetch moves the consumer of each held partition back to its first
-// record not handled, once the interval committed. Loop only, between
-// intervals (under at-least-once, before rebalances are allowed again).
+// rewindFetch, once the interval committed, moves the consumer of each
+// partition that stopped (held for a retry, or stopped for good) back to
+// its first record not handled; the records of the other partitions left
+// unsettled (admission ended before they started) are carried over to the
+// next interval instead (Runtime.carry), which saves fetching them again.
+// Loop only, between intervals (under at-least-once, before rebalances are
+// allowed again).
 func (c *cycle) rewindFetch() {
-	if rw := c.rewinds(); len(rw) > 0 {
+	rw := c.rewinds()
+	c.rt.carry = c.rt.carry[:0]
+	for p, tc := range c.tasks {
+		if tc.stopped {
+			continue
+		}
+		for topic, in := range tc.inputs {
+			delete(rw[topic], p)
+			for i, r := range in.recs {
+				if !in.settled[i] {
+					c.rt.carry = append(c.rt.carry, r)
+				}
+			}
+		}
+	}
+	for topic, ps := range rw {
+		if len(ps) == 0 {
+			delete(rw, topic)
+		}
+	}
+	if len(rw) > 0 {
 		c.rt.cl.SetOffsets(rw)
 	}
 }

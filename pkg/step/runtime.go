@@ -61,6 +61,19 @@ type Runtime struct {
 	// handled all it fetched lasts at least that long (exec.go). Loop only.
 	lastCommit time.Duration
 
+	// partitions is the inputs' partition count (placeGuard).
+	partitions int32
+	// known are the event types the codec knows (typeGuard).
+	known map[string]bool
+	// warned is when each kind of producer warning was last logged.
+	warned map[string]time.Time
+	// carry holds the records the last interval fetched but did not start
+	// (admission ended first), in order, for the next interval to take
+	// before it polls. Loop only.
+	carry []*kgo.Record
+	// work feeds the handler workers (exec.go).
+	work chan work
+
 	// ended is closed and replaced at the end of every interval (WaitCommit).
 	endMu sync.Mutex
 	ended chan struct{}
@@ -121,6 +134,8 @@ func NewRuntime(s Definition, cfg Config) (*Runtime, error) {
 		stopped: make(map[int32]error),
 		pending: make(map[string]map[int32]kgo.EpochOffset),
 		ended:   make(chan struct{}),
+		known:   make(map[string]bool),
+		warned:  make(map[string]time.Time),
 	}
 	rt.log = cfg.Logger.With().Str(logging.FieldApp, d.app).Str(logging.FieldStep, d.name).Logger()
 	for _, h := range d.handlers {
@@ -130,6 +145,11 @@ func NewRuntime(s Definition, cfg Config) (*Runtime, error) {
 			continue
 		}
 		rt.byName[name] = h
+	}
+	if tl, ok := cfg.Codec.(interface{ Types() []string }); ok {
+		for _, n := range tl.Types() {
+			rt.known[n] = true
+		}
 	}
 	errs = append(errs, rt.checkSaga())
 	if err := errors.Join(errs...); err != nil {
@@ -215,10 +235,16 @@ func (rt *Runtime) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("step %s: %w", rt.def.group(), err)
 	}
+	rt.partitions = partitions
 	if err := rt.connect(); err != nil {
 		return fmt.Errorf("step %s: %w", rt.def.group(), err)
 	}
 	defer rt.shutdown()
+	rt.work = make(chan work)
+	for range rt.cfg.Concurrency {
+		go rt.worker()
+	}
+	defer close(rt.work)
 	rt.started.Store(true)
 	rt.log.Info().Str("guarantee", rt.cfg.Guarantee.String()).Str("group_protocol", string(rt.protocol)).
 		Strs("topics", rt.topics).Int32("partitions", partitions).Str("state_dir", rt.cfg.StateDir).
@@ -283,6 +309,12 @@ func (rt *Runtime) connect() error {
 		kgo.OnPartitionsLost(rt.onRevoked),
 		kgo.RecordPartitioner(partitioner{changelog: rt.def.changelog(), retry: rt.def.retry(), dlq: rt.def.dlq(), keyed: kgo.StickyKeyPartitioner(nil)}),
 		kgo.DisableAutoCommit(),
+		// An output goes out as soon as it is produced rather than after
+		// franz-go's default 10 ms linger: the interval's end flushes
+		// anyway, and sending early overlaps the network with the
+		// handlers still running. Batching still happens behind the
+		// request in flight.
+		kgo.ProducerLinger(0),
 	)
 	if rt.cfg.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(rt.cfg.SessionTimeout))

@@ -61,6 +61,16 @@ type Saga struct {
 	// (see Context.Expire); zero keeps it forever. Inputs of the instance
 	// are dropped while it is kept, and dedupe holds.
 	Retention time.Duration
+	// Trigger is the full name of the event that starts the saga; Sources
+	// maps each other event type to the ce_source of the steps that emit
+	// it (<app>.<step>). A forward input of a type in Sources whose
+	// ce_source is not among them is an orphan: not handled, counted
+	// (OutcomeOrphan) and logged, so that a lone mid-saga event (a test
+	// record, a replay to the wrong topic) makes no step act for a saga
+	// that never started. Types not in Sources, and the trigger, come from
+	// anyone.
+	Trigger string
+	Sources map[string][]string
 }
 
 // Outcomes of the saga rules, in troupe_step_events_total.

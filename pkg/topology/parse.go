@@ -38,6 +38,8 @@ type rawStep struct {
 	completedBy ref
 	comp        *rawComp
 	retry       *rawRetry
+	concurrency int
+	concLine    int
 }
 
 // rawRetry is a retry: block; zero fields take the enclosing default.
@@ -195,6 +197,7 @@ func (p *parser) document(doc *yaml.Node) *rawDoc {
 						s.retry = &rawRetry{}
 						p.retryBlock(v, "the retry of a step", s.retry)
 					},
+					"concurrency": func(v *yaml.Node) { s.concLine = v.Line; p.integer(v, &s.concurrency) },
 				})
 				r.steps = append(r.steps, s)
 			})
@@ -450,6 +453,10 @@ func (p *parser) build(r *rawDoc) *Topology {
 			rp := p.retryPolicy(*rs.retry, t.Retry, "steps."+s.Name+".retry")
 			s.Retry = &rp
 		}
+		if rs.concurrency < 0 || rs.concurrency > maxConcurrency {
+			p.errorf(rs.concLine, fmt.Sprintf("use 1 to %d (0 or no concurrency: for the runtime's default)", maxConcurrency), "steps.%s.concurrency %d is out of range", s.Name, rs.concurrency)
+		}
+		s.Concurrency = rs.concurrency
 		t.Steps = append(t.Steps, s)
 	}
 	if t.Trigger != "" && !consumed[t.Trigger] {

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -61,8 +62,22 @@ func run() error {
 		attempts  = flag.Int("retry-attempts", 0, "handler runs per record before the dead letter (0: the default)")
 		backoff   = flag.Duration("retry-backoff", 0, "initial retry backoff (0: the default)")
 		maxBack   = flag.Duration("retry-max-backoff", 0, "max retry backoff (0: the default)")
+		delay     = flag.Duration("handler-delay", 0, "time each handler call waits (on its context), as a call to a service would")
+		conc      = flag.Int("concurrency", 0, "handler calls of different instances at once (0: the default)")
+		hTimeout  = flag.Duration("handler-timeout", 0, "bound of one handler call (0: the default)")
+		cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for the benchmark)")
 	)
 	flag.Parse()
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	log, err := logging.New(os.Stderr, *logLevel, logging.FormatJSON)
 	if err != nil {
 		return err
@@ -94,6 +109,13 @@ func run() error {
 				return fmt.Errorf("countstep: instance %s is flaky (tick %d, run %d)", c.Key(), t.Seq, n)
 			}
 		}
+		if *delay > 0 {
+			select {
+			case <-time.After(*delay):
+			case <-c.Context().Done():
+				return c.Context().Err()
+			}
+		}
 		st, _ := c.State()
 		st.N++
 		c.SetState(st)
@@ -121,6 +143,8 @@ func run() error {
 		StateDir:       *dir,
 		Guarantee:      g,
 		CommitInterval: *interval,
+		Concurrency:    *conc,
+		HandlerTimeout: *hTimeout,
 		GroupProtocol:  step.GroupProtocol(*protocol),
 		SessionTimeout: *session,
 		Retry:          step.RetryPolicy{Attempts: *attempts, InitialBackoff: *backoff, MaxBackoff: *maxBack},

@@ -33,8 +33,8 @@ type TopicWait struct {
 	Every time.Duration
 }
 
-// MissingTopicsError is returned by AwaitTopics when topics were still not
-// visible after the wait.
+// MissingTopicsError is returned by AwaitTopics when topics were still
+// listed by no broker after the wait.
 type MissingTopicsError struct {
 	Topics []string
 	Waited time.Duration
@@ -45,14 +45,15 @@ func (e *MissingTopicsError) Error() string {
 }
 
 // AwaitTopics waits until every topic is visible on every broker that
-// answers, and returns their metadata (as the first broker answering the
-// last round described them). A topic is visible on a broker when its
-// metadata lists it without error and with partitions. Asking every broker,
-// not one, matters: the clients made next (consumer group, admin calls,
-// restore) may ask any of them.
+// answers, and returns their metadata. A topic is visible on a broker when
+// its metadata lists it without error and with partitions. Asking every
+// broker, not one, matters: the clients made next (consumer group, admin
+// calls, restore) may ask any of them.
 //
-// It looks again with a backoff from 50 ms to 1 s until w.Max passes, then
-// fails with a *MissingTopicsError naming the topics still missing; it
+// It looks again with a backoff from 50 ms to 1 s until w.Max passes. Then
+// a topic that some broker lists is "not yet" everywhere, and is returned
+// with a warning naming the brokers that lag; a topic that no broker lists
+// is missing: AwaitTopics fails with a *MissingTopicsError naming those. It
 // returns ctx's error as soon as ctx is done.
 func AwaitTopics(ctx context.Context, cl *kgo.Client, topics []string, w TopicWait) (map[string]kmsg.MetadataResponseTopic, error) {
 	max := w.Max
@@ -67,7 +68,7 @@ func AwaitTopics(ctx context.Context, cl *kgo.Client, topics []string, w TopicWa
 	lastLog := start
 	backoff := 50 * time.Millisecond
 	for {
-		found, missing, err := describeOnEveryBroker(ctx, cl, topics)
+		v, err := describeOnEveryBroker(ctx, cl, topics)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -75,18 +76,24 @@ func AwaitTopics(ctx context.Context, cl *kgo.Client, topics []string, w TopicWa
 		if errors.As(err, &pe) {
 			return nil, pe.err
 		}
+		missing := v.missing()
 		if err == nil && len(missing) == 0 {
 			if waited := time.Since(start); waited > every {
 				w.Log.Info().Strs("topics", topics).Dur("waited", waited).Msg("topics visible")
 			}
-			return found, nil
+			return v.found, nil
 		}
 		waited := time.Since(start)
 		if max < 0 || waited >= max {
 			if err != nil {
 				return nil, fmt.Errorf("describe topics %s (waited %s): %w", strings.Join(topics, ", "), waited.Round(time.Millisecond), err)
 			}
-			return nil, &MissingTopicsError{Topics: missing, Waited: waited}
+			if len(v.nowhere) > 0 {
+				return nil, &MissingTopicsError{Topics: v.nowhere, Waited: waited}
+			}
+			w.Log.Warn().Strs("topics", missing).Interface("unaware_brokers", v.unaware).Dur("waited", waited).
+				Msg("topics exist but some brokers still do not list them; going on (check those brokers' metadata replication)")
+			return v.found, nil
 		}
 		if now := time.Now(); now.Sub(lastLog) >= every {
 			ev := w.Log.Info().Strs("missing", missing).Dur("waited", waited).Dur("max_wait", max)
@@ -107,13 +114,36 @@ func AwaitTopics(ctx context.Context, cl *kgo.Client, topics []string, w TopicWa
 	}
 }
 
+// visibility is what one round of metadata requests found.
+type visibility struct {
+	topics []string
+	// found has each topic as a broker listing it described it.
+	found map[string]kmsg.MetadataResponseTopic
+	// unaware has, for each topic some broker lists, the brokers that
+	// answered without it.
+	unaware map[string][]int32
+	// nowhere are the topics no answering broker lists.
+	nowhere []string
+}
+
+// missing are the topics not visible on every answering broker, in the
+// order asked.
+func (v visibility) missing() []string {
+	var out []string
+	for _, t := range v.topics {
+		if _, ok := v.unaware[t]; ok || slices.Contains(v.nowhere, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // describeOnEveryBroker sends one metadata request for topics to every
 // broker the cluster lists (direct requests: kgo's metadata cache would
-// answer with what it saw up to 5 s ago). A broker that does not answer is
-// down or unreachable and not asked again this round. It returns the
-// metadata as the first answering broker gave it, and the topics some
-// answering broker does not list.
-func describeOnEveryBroker(ctx context.Context, cl *kgo.Client, topics []string) (map[string]kmsg.MetadataResponseTopic, []string, error) {
+// answer with what it saw up to 5 s ago). A broker that does not answer
+// within 3 s is down or unreachable and does not count this round.
+func describeOnEveryBroker(ctx context.Context, cl *kgo.Client, topics []string) (visibility, error) {
+	v := visibility{topics: topics, found: map[string]kmsg.MetadataResponseTopic{}, unaware: map[string][]int32{}}
 	req := kmsg.NewPtrMetadataRequest()
 	for _, t := range topics {
 		rt := kmsg.NewMetadataRequestTopic()
@@ -123,55 +153,67 @@ func describeOnEveryBroker(ctx context.Context, cl *kgo.Client, topics []string)
 	// Any broker first: it lists the brokers to ask.
 	first, err := req.RequestWith(ctx, cl)
 	if err != nil {
-		return nil, slices.Clone(topics), err
+		v.nowhere = slices.Clone(topics)
+		return v, err
 	}
-	resps := []*kmsg.MetadataResponse{first}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
+	type answer struct {
+		broker int32
+		resp   *kmsg.MetadataResponse
+	}
+	var (
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		answers []answer
+	)
 	for _, b := range first.Brokers {
 		wg.Add(1)
 		go func(id int32) {
 			defer wg.Done()
-			bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			bctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			defer cancel()
 			resp, err := cl.Broker(int(id)).Request(bctx, req)
 			if err != nil {
 				return // down or unreachable: the others decide
 			}
 			mu.Lock()
-			resps = append(resps, resp.(*kmsg.MetadataResponse))
+			answers = append(answers, answer{id, resp.(*kmsg.MetadataResponse)})
 			mu.Unlock()
 		}(b.NodeID)
 	}
 	wg.Wait()
+	if len(answers) == 0 {
+		answers = append(answers, answer{-1, first})
+	}
+	slices.SortFunc(answers, func(a, b answer) int { return int(a.broker - b.broker) })
 
-	found := make(map[string]kmsg.MetadataResponseTopic, len(topics))
-	for _, t := range first.Topics {
-		if t.Topic != nil {
-			found[*t.Topic] = t
-		}
-	}
-	var missing []string
 	for _, name := range topics {
-		all := true
-		for _, r := range resps {
-			ok, err := lists(r, name)
+		var unaware []int32
+		for _, a := range answers {
+			t, ok, err := listed(a.resp, name)
 			if err != nil {
-				return nil, nil, &permanentError{fmt.Errorf("describe topic %s: %w", name, err)}
+				return v, &permanentError{fmt.Errorf("describe topic %s: %w", name, err)}
 			}
-			all = all && ok
+			if !ok {
+				unaware = append(unaware, a.broker)
+				continue
+			}
+			if _, have := v.found[name]; !have {
+				v.found[name] = t
+			}
 		}
-		if !all {
-			missing = append(missing, name)
-			delete(found, name)
+		switch {
+		case len(unaware) == len(answers):
+			v.nowhere = append(v.nowhere, name)
+		case len(unaware) > 0:
+			v.unaware[name] = unaware
 		}
 	}
-	return found, missing, nil
+	return v, nil
 }
 
-// lists reports whether r lists topic with its partitions. A topic error
+// listed returns topic as r lists it with its partitions. A topic error
 // that waiting cannot fix (not authorized, an invalid name) is returned.
-func lists(r *kmsg.MetadataResponse, topic string) (bool, error) {
+func listed(r *kmsg.MetadataResponse, topic string) (kmsg.MetadataResponseTopic, bool, error) {
 	for _, t := range r.Topics {
 		if t.Topic == nil || *t.Topic != topic {
 			continue
@@ -179,14 +221,14 @@ func lists(r *kmsg.MetadataResponse, topic string) (bool, error) {
 		err := kerr.ErrorForCode(t.ErrorCode)
 		switch {
 		case err == nil:
-			return len(t.Partitions) > 0, nil
+			return t, len(t.Partitions) > 0, nil
 		case errors.Is(err, kerr.UnknownTopicOrPartition), kerr.IsRetriable(err):
-			return false, nil
+			return t, false, nil
 		default:
-			return false, err
+			return t, false, err
 		}
 	}
-	return false, nil
+	return kmsg.MetadataResponseTopic{}, false, nil
 }
 
 // permanentError is a describe error that waiting cannot fix.

@@ -102,10 +102,15 @@ func startSagaStep(t *testing.T) *sagaDriver {
 // startSagaStepKeeping starts the step with Saga.Retention set.
 func startSagaStepKeeping(t *testing.T, retention time.Duration) *sagaDriver {
 	t.Helper()
+	return startSagaStepWith(t, step.Saga{EndedTopic: endedTopic, CompletedBy: "t.Done", Command: "t.Undo", Ack: "t.Undone", AckTopic: "acks", KeyField: "id", Retention: retention})
+}
+
+// startSagaStepWith starts the step with the saga rules sc.
+func startSagaStepWith(t *testing.T, sc step.Saga) *sagaDriver {
+	t.Helper()
 	undos := &atomic.Int64{}
 	reg := prometheus.NewRegistry()
-	d, err := steptest.Start(sagaStep(undos), sagaSerde(t), steptest.Topics("out"), steptest.Registerer(reg),
-		steptest.Saga(step.Saga{EndedTopic: endedTopic, CompletedBy: "t.Done", Command: "t.Undo", Ack: "t.Undone", AckTopic: "acks", KeyField: "id", Retention: retention}))
+	d, err := steptest.Start(sagaStep(undos), sagaSerde(t), steptest.Topics("out"), steptest.Registerer(reg), steptest.Saga(sc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +181,21 @@ func (d *sagaDriver) wantOutcomes(want map[string]float64) {
 			d.t.Errorf("troupe_step_events_total{outcome=%q} = %v, want %v (all: %v)", k, got[k], v, got)
 		}
 	}
+}
+
+// A forward event that no step of the saga emitted (its ce_source is not
+// the emitting step's) is an orphan: its handler does not run, so a lone
+// mid-saga event makes the step do nothing; compensation commands still
+// come from the coordinator.
+func TestOrphanEventsAreNotHandled(t *testing.T) {
+	d := startSagaStepWith(t, step.Saga{EndedTopic: endedTopic, CompletedBy: "t.Done", Command: "t.Undo", Ack: "t.Undone", AckTopic: "acks", KeyField: "id",
+		Trigger: "t.Order", Sources: map[string][]string{"t.Start": {"t.upstream"}}})
+	d.send("in", "lone", Start{ID: "lone"}) // from "steptest", not t.upstream
+	d.send("cmds", "lone", Undo{ID: "lone"})
+	if a := next[Undone](d, "acks", "lone"); a.Note != "" {
+		t.Errorf("ack %+v, want the runtime's null compensation (the orphan Start never ran)", a)
+	}
+	d.wantOutcomes(map[string]float64{step.OutcomeOrphan: 1, step.OutcomeNullCompensation: 1, step.OutcomeProcessed: 0})
 }
 
 // A command for an instance the step never completed is acked by the

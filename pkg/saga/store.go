@@ -114,7 +114,11 @@ type NotStartedError struct {
 }
 
 func (e *NotStartedError) Error() string {
-	return fmt.Sprintf("%d events of %q came without its trigger %s, so it has no saga: they are orphans (troupe saga orphans, GET /api/orphans)", e.Orphans, e.ID, e.Trigger)
+	what := fmt.Sprintf("%d events of %q came without its trigger %s, so it has no saga: they are orphans", e.Orphans, e.ID, e.Trigger)
+	if e.Orphans == 1 {
+		what = fmt.Sprintf("an event of %q came without its trigger %s, so it has no saga: it is an orphan", e.ID, e.Trigger)
+	}
+	return what + " (troupe saga orphans, GET /api/orphans)"
 }
 
 // Is makes a NotStartedError an ErrNotFound.

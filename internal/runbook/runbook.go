@@ -66,6 +66,22 @@ func Commands(path string, isName func(cmd string) bool) ([]string, error) {
 	return cmds, nil
 }
 
+// LooksLikeName is an isName for Commands without the command tree: one or
+// two lowercase words after troupe (`troupe dev`, `troupe dlq show`) name a
+// command; anything with a flag or an argument is one to run.
+func LooksLikeName(cmd string) bool {
+	f := strings.Fields(cmd)
+	if len(f) < 2 || len(f) > 3 {
+		return false
+	}
+	for _, w := range f[1:] {
+		if strings.Trim(w, "abcdefghijklmnopqrstuvwxyz") != "" {
+			return false
+		}
+	}
+	return true
+}
+
 // Words splits a runbook command line on blanks, keeping '...' together,
 // and drops the leading troupe or ./troupe. Anything a shell would treat
 // specially besides '...' is refused: the README's commands stay plain.

@@ -39,3 +39,11 @@ func TestWords(t *testing.T) {
 		}
 	}
 }
+
+func TestLooksLikeName(t *testing.T) {
+	for c, want := range map[string]bool{"troupe dev": true, "troupe dlq show": true, "troupe saga get o-err": false, "troupe dlq list --step x": false, "troupe state rebuild --step payment": false} {
+		if got := LooksLikeName(c); got != want {
+			t.Errorf("LooksLikeName(%q) = %v", c, got)
+		}
+	}
+}

@@ -13,7 +13,7 @@ import (
 	"syscall"
 )
 
-// Exit codes (DESIGN §7).
+// Exit codes: 0 ok, 1 runtime failure, 2 bad usage or input (the README's CLI section).
 const (
 	exitOK      = 0
 	exitFailure = 1

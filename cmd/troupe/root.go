@@ -9,7 +9,7 @@ import (
 	"github.com/troupehq/troupe/pkg/runner"
 )
 
-// globals are the flags every command shares (DESIGN §7), defined in
+// globals are the flags every command shares, defined in
 // package runner so that a user's step binary has the very same ones.
 type globals struct {
 	runner.Globals

@@ -1,4 +1,4 @@
-// Package dlq is troupe's dead-letter contract (DESIGN §4), shared by the
+// Package dlq is troupe's dead-letter contract, shared by the
 // step runtime that writes dead letters and honours replays and discards,
 // and by the `troupe dlq` commands that operate on them.
 //

@@ -1,4 +1,4 @@
-// Package replay reads ranges of Kafka topics back for recovery (DESIGN §7):
+// Package replay reads ranges of Kafka topics back for recovery (troupe replay):
 // it copies a range of one topic into another, and rewinds a stopped
 // consumer group so that its members reprocess a range.
 //

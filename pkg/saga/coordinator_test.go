@@ -3,6 +3,7 @@ package saga_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -572,5 +573,27 @@ func TestCoordinatorAdoptsOrphansOfALateTrigger(t *testing.T) {
 	// The forged one then times out (1 s deadline) with nothing to undo.
 	if end := d.expect(d.topo.EndedTopic(), "o-forged", "troupe.saga.SagaEnded").Value.(saga.Ended); end.Status != "COMPENSATED" || end.Reason != "timeout" {
 		t.Errorf("o-forged SagaEnded %+v, want COMPENSATED timeout", end)
+	}
+}
+
+// The orphans of an id whose trigger does not come within the orphan
+// window are forgotten: store and stats. The trigger coming later starts a
+// saga of its own, with nothing to adopt.
+func TestCoordinatorForgetsOrphansAfterTheWindow(t *testing.T) {
+	defer saga.SetOrphanWindow(500 * time.Millisecond)()
+	d := startCoordinator(t)
+	d.sendAs("o-gone", "ShipmentScheduled", event.New("", "forger", "o-gone"))
+	eventually(t, "the orphan kept", func() (bool, string) {
+		st, err := d.store.Stats(t.Context())
+		return err == nil && st.Orphans == 1, fmt.Sprintf("%+v %v", st, err)
+	})
+	eventually(t, "the orphan forgotten", func() (bool, string) {
+		st, err := d.store.Stats(t.Context())
+		_, kept, rerr := d.Runtime().ReadInstance(d.store.Partition("o-gone"), "o-gone")
+		return err == nil && st.Orphans == 0 && rerr == nil && !kept, fmt.Sprintf("%+v %v; state kept %v %v", st, err, kept, rerr)
+	})
+	d.send("o-gone", "OrderPlaced")
+	if inst := d.instance("o-gone", saga.Running); len(inst.History) != 1 || len(inst.Orphans) != 0 {
+		t.Errorf("o-gone after its orphan was forgotten: %+v", inst)
 	}
 }

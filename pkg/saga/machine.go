@@ -70,6 +70,9 @@ const (
 	OrphanWindow = time.Hour
 )
 
+// orphanWindow is OrphanWindow, shorter in tests.
+var orphanWindow = OrphanWindow
+
 // HistoryLimit bounds the history kept per instance: the first entries (how
 // it started) and the last ones (how it ended) matter most, so the oldest
 // entries after the first are dropped.
@@ -248,6 +251,7 @@ type Machine struct {
 	compTries   int
 	short       func(string) string
 	full        func(string) string
+	window      time.Duration // orphanWindow
 }
 
 // NewMachine derives the coordinator's rules from a topology.
@@ -269,6 +273,7 @@ func NewMachine(t *topology.Topology) *Machine {
 		compTries:   t.Compensate.Attempts,
 		short:       t.ShortName,
 		full:        t.FullName,
+		window:      orphanWindow,
 	}
 	for _, e := range t.CompletesOn {
 		m.completes[e] = true
@@ -386,7 +391,7 @@ func (m *Machine) OnEvent(id string, inst *Instance, ev Event) (*Instance, []Act
 func (m *Machine) orphan(inst *Instance, ev Event) []Action {
 	acts := []Action{Orphaned{Type: ev.Type}}
 	if len(inst.Orphans) == 0 {
-		acts = append(acts, SetTimer{Name: TimerOrphans, At: ev.Now.Add(OrphanWindow)})
+		acts = append(acts, SetTimer{Name: TimerOrphans, At: ev.Now.Add(m.window)})
 	}
 	if len(inst.Orphans) < OrphanLimit {
 		inst.Orphans = append(inst.Orphans, Orphan{

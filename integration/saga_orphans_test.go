@@ -18,12 +18,14 @@ import (
 // coordinator as `troupe run` processes: neither makes a saga (none
 // COMPLETED, no SagaEnded, not even past the deadline), both are in the
 // orphan view (API and `troupe saga orphans`) with their topic, offset and
-// producer, and an order placed meanwhile completes as usual.
+// producer, the steps do not act on them (no reservation, no shipment),
+// and an order placed meanwhile completes as usual.
 func TestSagaOrphans(t *testing.T) {
 	e := newSagaEnv(t, "3s")
 	for _, s := range []string{"payment", "inventory", "shipping"} {
 		e.startStep(s, "1")
 	}
+	inventory := e.procs[1]
 	coord := e.startStep("coordinator", "1")
 	e.ready(e.procs...)
 	ctx := context.Background()
@@ -95,10 +97,12 @@ func TestSagaOrphans(t *testing.T) {
 	if err == nil || !strings.Contains(out, "orphans") {
 		t.Errorf("troupe saga get orph-pay: %v, want an error that names the orphans\n%s", err, out)
 	}
-	// Whether the steps act on the forged PaymentAuthorized is theirs to
-	// decide (they refuse events that did not come from the saga's steps);
-	// the coordinator's view above holds either way.
-	if c := e.chains(ctx, 5*time.Second, func(map[string][]string) bool { return false })["orph-pay"]; slices.Contains(c, "ShipmentScheduled") {
-		t.Logf("orph-pay's events: %v (the steps acted on the forged PaymentAuthorized; the coordinator kept them all as orphans)", c)
+	// The steps refuse events that no step of the saga emitted: the forged
+	// PaymentAuthorized reserves nothing and ships nothing.
+	if c := e.chains(ctx, 5*time.Second, func(map[string][]string) bool { return false })["orph-pay"]; slices.Contains(c, "InventoryReserved") || slices.Contains(c, "ShipmentScheduled") {
+		t.Errorf("orph-pay's events: %v; the steps acted on a PaymentAuthorized that no payment step emitted", c)
+	}
+	if n := metric(t, inventory.http, "troupe_step_events_total", "outcome", "orphan"); n != 1 {
+		t.Errorf("inventory counted %v orphans, want 1 (the forged PaymentAuthorized)", n)
 	}
 }

@@ -139,7 +139,11 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 				return err
 			}
 			c.rewindFetch()
-			rt.produceOK()
+			if c.work > 0 {
+				// An empty interval proves nothing: a run of produce
+				// errors ends only when work commits.
+				rt.produceOK()
+			}
 		}
 		if !committed || prodErr != nil {
 			rt.carry = nil // the session rewound to the committed offsets

@@ -34,6 +34,9 @@ type Runtime struct {
 
 	running atomic.Bool
 	started atomic.Bool
+	// joined: the group gave this member its first assignment (possibly
+	// none); before it the step has no partitions yet and is not ready.
+	joined atomic.Bool
 
 	// Set up by Run.
 	runCtx   context.Context
@@ -169,12 +172,16 @@ func Run(ctx context.Context, s Definition, cfg Config) error {
 }
 
 // Ready reports whether the step is processing every partition it holds:
-// false while starting, while any partition restores, or while one is
-// stopped by a failed record. The reason says which. It fits
+// false while starting and joining its group (until its first
+// assignment), while any partition restores, or while one is stopped by a
+// failed record. The reason says which. It fits
 // api.Server.AddReadiness.
 func (rt *Runtime) Ready() (ready bool, reason string) {
 	if !rt.started.Load() {
 		return false, "starting"
+	}
+	if !rt.joined.Load() {
+		return false, "joining consumer group " + rt.def.group()
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
@@ -387,6 +394,7 @@ func (rt *Runtime) tps(p int32) map[string][]int32 {
 func (rt *Runtime) onAssigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
+	defer rt.joined.Store(true) // franz-go calls this at every join, even with nothing new
 	var fresh []int32
 	for topic, ps := range assigned {
 		for _, p := range ps {

@@ -46,3 +46,18 @@ func TestTypos(t *testing.T) {
 	// Without a topology, the registry's subjects say which types exist.
 	s.expect(t, exitUsage, []string{`unknown event type "Nope"`, "troupe.example.orders.OrderPlaced"}, "tail", "--topic", "orders", "--type", "Nope", "--topology", "")
 }
+
+// TestRunUnknownStep: troupe run names the closest step or saga.
+func TestRunUnknownStep(t *testing.T) {
+	ctx := t.Context()
+	for args, want := range map[string]string{
+		"--step paymnet":                `unknown step "paymnet" (did you mean payment?)`,
+		"--step saga":                   "the coordinator is --coordinator order-fulfillment",
+		"--coordinator order-fulfilmnt": `unknown saga "order-fulfilmnt" (did you mean order-fulfillment?)`,
+	} {
+		_, errs, code := dlqTestRun(t, ctx, append([]string{"run", "--topology", testTopology}, strings.Fields(args)...)...)
+		if code != exitUsage || !strings.Contains(errs, want) {
+			t.Errorf("troupe run %s: exit %d, want 2 and %q:\n%s", args, code, want, errs)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/troupehq/troupe/internal/suggest"
 	"github.com/troupehq/troupe/pkg/api"
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/kafka"
@@ -168,14 +169,14 @@ func Run(ctx context.Context, app App, g *Globals, o RunOptions) error {
 	case o.Step != "" && o.Coordinator != "":
 		return usage("pass either --step or --coordinator, not both")
 	case o.Coordinator != t.Saga && o.Coordinator != "":
-		return usage("unknown saga %q: the topology %s has saga %q", o.Coordinator, o.Topology, t.Saga)
+		return usage("unknown saga %q%s: the topology %s has saga %q", o.Coordinator, suggest.DidYouMean(o.Coordinator, []string{t.Saga}), o.Topology, t.Saga)
 	case o.Coordinator != "":
 		return runCoordinator(ctx, app, g, o, t)
 	}
 	defs := app.Steps(t)
 	def, ok := defs[o.Step]
 	if _, inTopo := t.Step(o.Step); !inTopo || !ok {
-		return usage("unknown step %q: the topology %s has steps %v", o.Step, o.Topology, t.StepNames())
+		return usage("unknown step %q%s: the topology %s has steps %v (the coordinator is --coordinator %s)", o.Step, suggest.DidYouMean(o.Step, t.StepNames()), o.Topology, t.StepNames(), t.Saga)
 	}
 	g2, err := GuaranteeOf(t, o.Guarantee)
 	if err != nil {

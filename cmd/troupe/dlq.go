@@ -21,6 +21,7 @@ import (
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/dlq"
 	"github.com/troupehq/troupe/pkg/replay"
+	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/pkg/topology"
 )
 
@@ -86,7 +87,10 @@ func newDLQCmd(g *globals) *cobra.Command {
 		}
 		q, err := dlq.Open(cmdContext(cmd), g.KafkaConfig(), step, t.DLQ(step), t.RetryTopic(step))
 		if errors.Is(err, replay.ErrUnknownTopic) {
-			return nil, nil, fmt.Errorf("%w (create the topology's topics: troupe topics apply --topology %s)", err, file)
+			if step == saga.StepName(t) {
+				return nil, nil, fmt.Errorf("%w (the coordinator creates it when it first starts: troupe run --coordinator %s, or troupe dev; is --brokers right?)", err, t.Saga)
+			}
+			return nil, nil, fmt.Errorf("%w (create the topology's topics: troupe topics apply --topology %s; the step also creates it when it first starts)", err, file)
 		}
 		return q, t, err
 	}

@@ -203,6 +203,10 @@ func TestDLQCoordinator(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	broker, cl := dlqTestCluster(t, ctx)
+	if out, errs, code := dlqTestRun(t, ctx, "dlq", "list", "--coordinator", "order-fulfillment", "--brokers", broker, "--topology", testTopology); code == exitOK ||
+		!strings.Contains(errs, "the coordinator creates it when it first starts: troupe run --coordinator order-fulfillment") {
+		t.Errorf("dlq list before the coordinator ran: exit %d\n%s%s", code, out, errs)
+	}
 	for _, tp := range []string{"orders.saga.order-fulfillment.dlq", "orders.saga.order-fulfillment.retry"} {
 		if _, err := kadm.NewClient(cl).CreateTopic(ctx, 8, 1, nil, tp); err != nil {
 			t.Fatal(err)

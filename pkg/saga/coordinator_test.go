@@ -80,21 +80,19 @@ func startCoordinatorOf(t *testing.T, topo *topology.Topology) *coordDriver {
 }
 
 // send produces events of instance id, by short name, with their fields
-// from the id alone.
+// from the id alone and the ce_source of the step that emits them (as the
+// saga's own steps write it).
 func (d *coordDriver) send(id string, types ...string) {
 	d.t.Helper()
 	for _, typ := range types {
 		full := d.topo.FullName(typ)
-		topic, _ := d.topo.TopicOf(full)
-		v := orders.Types()[full]
-		b, _ := json.Marshal(map[string]string{"orderId": id})
-		p := reflectNew(v)
-		if err := json.Unmarshal(b, p); err != nil {
-			d.t.Fatal(err)
+		source := "steptest"
+		for _, s := range d.topo.Steps {
+			if full != d.topo.Trigger && slices.Contains(s.Emits, full) || s.Compensation.Ack == full {
+				source = d.topo.Group(s.Name)
+			}
 		}
-		if _, err := d.Send(topic, id, p); err != nil {
-			d.t.Fatal(err)
-		}
+		d.sendAs(id, typ, event.New("", source, id))
 	}
 }
 

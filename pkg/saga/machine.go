@@ -54,8 +54,10 @@ const (
 // orphan that names no cause (a producer that sets no ce_causationid) and
 // happened (ce_time) after the trigger, as it would have been, read in
 // order. An orphan that names another cause, or none and happened before the
-// trigger (a forgery, a test record, a key reused), is never applied: it
-// stays listed among the instance's orphans. Adoption keeps the property
+// trigger (a forgery, a test record, a key reused), or that a step's
+// forward action emits but whose ce_source is not that step's (the steps
+// do not act on it either: step.Saga.Sources), is never applied: it stays
+// listed among the instance's orphans. Adoption keeps the property
 // that matters: an instance reaches COMPLETED only after its trigger, by
 // events that follow it.
 const (
@@ -252,6 +254,10 @@ type Machine struct {
 	short       func(string) string
 	full        func(string) string
 	window      time.Duration // orphanWindow
+	// sources maps each event a step's forward action emits (but the
+	// trigger) to the ce_source of those steps, <app>.<step>: the only
+	// producers the steps themselves take it from (step.Saga.Sources).
+	sources map[string][]string
 }
 
 // NewMachine derives the coordinator's rules from a topology.
@@ -274,6 +280,7 @@ func NewMachine(t *topology.Topology) *Machine {
 		short:       t.ShortName,
 		full:        t.FullName,
 		window:      orphanWindow,
+		sources:     map[string][]string{},
 	}
 	for _, e := range t.CompletesOn {
 		m.completes[e] = true
@@ -285,6 +292,9 @@ func NewMachine(t *topology.Topology) *Machine {
 		for _, e := range s.Emits {
 			m.emitter[e] = s.Name
 			m.forward[e] = s.Name
+			if e != t.Trigger {
+				m.sources[e] = append(m.sources[e], t.Group(s.Name))
+			}
 		}
 		if len(s.On) == 1 {
 			m.soleInput[s.Name] = s.On[0]
@@ -419,6 +429,11 @@ func (m *Machine) adopt(inst *Instance, ev Event, trigger bool) []Action {
 			o := inst.Orphans[i]
 			var note string
 			switch cause, ok := causes[o.CausationID]; {
+			case !m.fromItsStep(m.full(o.Type), o.Source):
+				// No step acted on it either (they take a step's event
+				// only from that step): it stays an orphan.
+				i++
+				continue
 			case o.CausationID != "" && ok:
 				note = "read before " + cause + ", which caused it; applied after it"
 			case o.CausationID == "" && trigger && !o.Time.Before(ev.Time):
@@ -441,6 +456,13 @@ func (m *Machine) adopt(inst *Instance, ev Event, trigger bool) []Action {
 		inst.Orphans = nil
 	}
 	return acts
+}
+
+// fromItsStep reports whether an event of type typ with ce_source source
+// may have come from the saga's own step: true for types no step emits.
+func (m *Machine) fromItsStep(typ, source string) bool {
+	ss, ok := m.sources[typ]
+	return !ok || slices.Contains(ss, source)
 }
 
 // apply applies ev to inst, which is started; note goes first in the

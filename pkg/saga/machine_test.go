@@ -23,7 +23,9 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testda
 // instance. An event's ce_id is "id-TYPE", and cause=TYPE2 sets its
 // ce_causationid to the ce_id of TYPE2's event (as a troupe step does, which
 // emits TYPE caused by TYPE2); without it the event has no cause. Its
-// ce_time is AT, or T (also since the start) with time=. Reading the files alone should explain the coordinator's
+// ce_time is AT, or T (also since the start) with time=. Its ce_source is
+// the step that emits it (orders.payment), or "client" for a type no step
+// emits, or S with source=S. Reading the files alone should explain the coordinator's
 // behaviour.
 func TestMachineScenarios(t *testing.T) {
 	topo, err := topology.Load("../../topology/orders.yaml")
@@ -73,7 +75,7 @@ func runScenario(t *testing.T, m *Machine, topo *topology.Topology, in string) s
 		if len(f) < 3 {
 			t.Fatalf("bad line %q: want 'event AT TYPE [cause=TYPE2]' or 'timer AT NAME'", line)
 		}
-		cause, evTime := "", time.Time{}
+		cause, evTime, source := "", time.Time{}, ""
 		for _, kv := range f[3:] {
 			k, v, _ := strings.Cut(kv, "=")
 			switch {
@@ -81,6 +83,8 @@ func runScenario(t *testing.T, m *Machine, topo *topology.Topology, in string) s
 				t.Fatalf("bad line %q: a timer takes no %q", line, kv)
 			case k == "cause":
 				cause = "id-" + v
+			case k == "source":
+				source = v
 			case k == "time":
 				d, err := time.ParseDuration(v)
 				if err != nil {
@@ -104,8 +108,11 @@ func runScenario(t *testing.T, m *Machine, topo *topology.Topology, in string) s
 			if evTime.IsZero() {
 				evTime = at
 			}
+			if source == "" {
+				source = sourceOf(topo, full)
+			}
 			inst, acts = m.OnEvent("order-1", inst, Event{Type: full, Time: evTime, Now: at, Topic: topic, Offset: offset,
-				Source: "test", ID: "id-" + f[2], CausationID: cause})
+				Source: source, ID: "id-" + f[2], CausationID: cause})
 			offset++
 		case "timer":
 			acts = m.OnTimer(inst, f[2], at)
@@ -172,6 +179,21 @@ func runScenario(t *testing.T, m *Machine, topo *topology.Topology, in string) s
 	}
 	orphans()
 	return out.String()
+}
+
+// sourceOf is the ce_source of an event of type typ as the saga's step
+// that emits it writes it (<app>.<step>), or "client" for one no step
+// emits (the trigger, a command).
+func sourceOf(topo *topology.Topology, typ string) string {
+	for _, s := range topo.Steps {
+		if typ != topo.Trigger && slices.Contains(s.Emits, typ) {
+			return topo.Group(s.Name)
+		}
+		if s.Compensation.Ack == typ {
+			return topo.Group(s.Name)
+		}
+	}
+	return "client"
 }
 
 func TestStarts(t *testing.T) {

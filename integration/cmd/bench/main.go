@@ -2,26 +2,42 @@
 // broker, which it starts with the test harness (or against --brokers), and
 // prints one table; with --readme it also writes the table, the machine and
 // the date into the README between the <!-- bench:begin --> and
-// <!-- bench:end --> markers. `make bench` runs it.
+// <!-- bench:end --> markers, and every figure with its unit, the machine
+// and the versions as JSON into integration/bench/results/latest.json (and
+// step-eos's CPU profile beside it), so that runs can be compared. `make
+// bench` runs it.
 //
 //	go run ./integration/cmd/bench
 //	go run ./integration/cmd/bench -only pipe-alos,step-alos -events 100000
+//	go run ./integration/cmd/bench -quick -only 'saga-eos,step-io*'
 //
 // Every processor reads the same pre-filled input (Avro Ticks, -instances
 // keys over 8 partitions) with its own consumer group and writes its own
 // output topic; its rate is measured by a read_committed reader of that
 // output, from the first output record to the last, so that group start-up
-// does not count.
+// does not count. The processes the bench starts (countstep, the Kafka
+// Streams JVM) are also metered: CPU-seconds (/proc/<pid>/stat utime+stime)
+// from their first output to their last, per million events, and peak RSS
+// (VmHWM).
 //
 //   - pipe-alos, pipe-eos: a bare franz-go consume→produce loop (offsets
 //     committed, or a transaction, every 100 ms like a step): the ceiling.
-//   - step-alos, step-eos: a troupe counting step (decode, read state,
-//     update, write, emit, changelog) in this process; the ratio to the pipe.
-//   - kstreams-alos, kstreams-eos: the same count in Kafka Streams 4.3.1
-//     (integration/peers), when Java and Maven are here.
-//   - saga: the example saga (every step and the coordinator, in this
-//     process) at a fixed offered rate of orders that complete: latency from
-//     the order's produce to its SagaEnded, and completed/offered.
+//   - step-alos, step-eos: the counting step (integration/cmd/countstep, a
+//     process of its own: decode, read state, update, write, emit,
+//     changelog); the ratio to the pipe. The last round of step-eos is
+//     CPU-profiled; its top functions are printed.
+//   - step-io-alos, step-io-eos: the counting step with a 20 ms handler
+//     over a backlog, at concurrency 1 and 64; the ratio to the ceiling
+//     (concurrency / 20 ms).
+//   - kstreams-alos, kstreams-eos, kstreams-eos-2t: the same count in Kafka
+//     Streams 4.3.1 (integration/peers), 1 stream thread or 2, when Java
+//     and Maven are here.
+//   - saga-alos, saga-eos: the example saga (every step and the
+//     coordinator, in this process): a warm-up at 200 orders/s from ready
+//     (when latency settles, the worst saga), then steady phases at
+//     -saga-rates (p50/p99/p99.9 from the order's produce to its SagaEnded,
+//     and completed/offered), then the highest rate whose p99 stays under
+//     1 s (two probes past the steady phases).
 //   - restore: a changelog of -restore instances into Pebble.
 //   - avro: encode/decode of OrderPlaced.
 package main
@@ -34,8 +50,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +73,7 @@ type row struct {
 	name, figure, vs, note string
 	eos                    bool
 	rates                  []float64
+	usages                 []usage // per round, for the processes the bench runs (see addUsage)
 }
 
 type bench struct {
@@ -62,13 +81,26 @@ type bench struct {
 	events     int
 	instances  int
 	partitions int32
-	sagaRate   float64
+	sagaRates  []float64
+	sagaWarm   time.Duration
 	sagaFor    time.Duration
 	restore    int
+	ioEvents   map[int]int // step-io backlog per concurrency (0: any other)
+	quick      bool
 	log        zerolog.Logger
-	input      string // the pre-filled Ticks
+	input      string         // the pre-filled Ticks
+	ioTopics   map[int]string // the step-io backlogs, by size
 	rounds     int
+	rounds1    map[string]int // rounds done, by benchmark
 	rows       []*row
+	figs       []figure
+
+	tmp         string // this run's scratch dir: the countstep binary, the profile
+	countstep   countstep
+	profile     string              // step-eos's CPU profile
+	profileTops map[string][]string // its top functions, by flat and by cum
+	machineNote string
+	stepArgs    string
 }
 
 func main() {
@@ -79,21 +111,58 @@ func main() {
 }
 
 func run() error {
-	b := &bench{}
+	b := &bench{ioTopics: map[int]string{}, profileTops: map[string][]string{}, rounds1: map[string]int{}}
 	var (
-		brokers = flag.String("brokers", "", "use these brokers (host:port,...) instead of starting Apache Kafka with the test harness")
-		only    = flag.String("only", "", "comma-separated benchmarks to run (default all): pipe-alos, pipe-eos, step-alos, step-eos, kstreams-alos, kstreams-eos, saga, restore, avro")
-		readme  = flag.String("readme", "", "write the results into this README between the bench markers")
-		parts   = flag.Int("partitions", 8, "partitions of every topic")
+		brokers   = flag.String("brokers", "", "use these brokers (host:port,...) instead of starting Apache Kafka with the test harness")
+		only      = flag.String("only", "", "comma-separated benchmarks to run (default all; a trailing * matches a prefix): pipe-alos, pipe-eos, step-alos, step-eos, step-io-alos, step-io-eos, kstreams-alos, kstreams-eos, kstreams-eos-2t, saga-alos, saga-eos, restore, avro")
+		readme    = flag.String("readme", "", "write the results into this README between the bench markers")
+		jsonOut   = flag.String("json", "", "write every figure as JSON to this file (default integration/bench/results/latest.json with -readme; - for none)")
+		parts     = flag.Int("partitions", 8, "partitions of every topic")
+		sagaRates = flag.String("saga-rates", "50,200,1000", "orders per second offered to the example saga, one steady phase each (ascending)")
+		ioSmall   = flag.Int("io-events", 1000, "backlog of the step-io benchmarks at concurrency 1")
+		ioBig     = flag.Int("io-events-concurrent", 20_000, "backlog of the step-io benchmarks at concurrency 64")
 	)
 	flag.IntVar(&b.events, "events", 200_000, "input events for the pipe, step and peer benchmarks")
 	flag.IntVar(&b.instances, "instances", 1000, "distinct keys (saga instances) of the input")
-	flag.Float64Var(&b.sagaRate, "saga-rate", 200, "orders per second offered to the example saga")
-	flag.DurationVar(&b.sagaFor, "saga-for", 20*time.Second, "how long orders are offered")
+	flag.DurationVar(&b.sagaWarm, "saga-warmup", 10*time.Second, "how long the saga's first phase (at 200 orders/s, from ready) lasts; reported apart from the steady state")
+	flag.DurationVar(&b.sagaFor, "saga-for", 12*time.Second, "how long each steady phase of the saga offers orders (its first 2 s not counted)")
 	flag.IntVar(&b.restore, "restore", 1_000_000, "instances in the changelog of the restore benchmark")
 	flag.IntVar(&b.rounds, "rounds", 2, "rounds of each throughput benchmark (pipe, step, kstreams); the best is reported")
+	flag.BoolVar(&b.quick, "quick", false, "a short run for development: 20,000 events, 1 round, short saga phases, small backlogs (flags given explicitly still win)")
+	flag.StringVar(&b.stepArgs, "step-args", "", "more countstep flags for the step benchmarks, for experiments (e.g. \"--commit-interval 1s\")")
+	flag.StringVar(&b.machineNote, "machine-note", "", "a note on the machine kept in the JSON results (e.g. that it was shared)")
 	flag.Parse()
+	if b.quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quick := map[string]func(){
+			"events": func() { b.events = 20_000 }, "rounds": func() { b.rounds = 1 },
+			"saga-warmup": func() { b.sagaWarm = 4 * time.Second }, "saga-for": func() { b.sagaFor = 5 * time.Second },
+			"restore": func() { b.restore = 100_000 }, "io-events": func() { *ioSmall = 200 }, "io-events-concurrent": func() { *ioBig = 4000 },
+		}
+		for name, f := range quick {
+			if !set[name] {
+				f()
+			}
+		}
+	}
+	for r := range strings.SplitSeq(*sagaRates, ",") {
+		x, err := strconv.ParseFloat(strings.TrimSpace(r), 64)
+		if err != nil || x <= 0 {
+			return fmt.Errorf("-saga-rates: %q is not a rate", r)
+		}
+		b.sagaRates = append(b.sagaRates, x)
+	}
+	slices.Sort(b.sagaRates)
+	b.ioEvents = map[int]int{1: *ioSmall, 64: *ioBig, 0: *ioBig}
 	b.partitions = int32(*parts)
+	tmp, err := os.MkdirTemp("", "troupe-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	b.tmp = tmp
+	b.profile = filepath.Join(tmp, "step-eos.cpu.pprof")
 	b.log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05"}).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -124,7 +193,7 @@ func run() error {
 		return false
 	}
 	needInput := false
-	for _, n := range []string{"pipe-alos", "pipe-eos", "step-alos", "step-eos", "kstreams-alos", "kstreams-eos"} {
+	for _, n := range []string{"pipe-alos", "pipe-eos", "step-alos", "step-eos", "kstreams-alos", "kstreams-eos", "kstreams-eos-2t"} {
 		needInput = needInput || want(n)
 	}
 	if needInput {
@@ -139,24 +208,37 @@ func run() error {
 	// The saga first: the throughput runs leave the broker busy for a while
 	// (the log cleaner compacting their changelogs), which its latency
 	// would feel. The JVM peers last.
-	bms := []bm{{"saga", b.sagaBench}, {"restore", b.restoreBench}, {"avro", b.avroBench}}
-	for range max(b.rounds, 1) {
+	bms := []bm{
+		{"saga-alos", func(ctx context.Context) error { return b.sagaBench(ctx, false) }},
+		{"saga-eos", func(ctx context.Context) error { return b.sagaBench(ctx, true) }},
+		{"restore", b.restoreBench}, {"avro", b.avroBench},
+	}
+	rounds := max(b.rounds, 1)
+	for i := range rounds {
 		bms = append(bms,
 			bm{"pipe-alos", func(ctx context.Context) error { return b.pipeBench(ctx, false) }},
 			bm{"pipe-eos", func(ctx context.Context) error { return b.pipeBench(ctx, true) }},
-			bm{"step-alos", func(ctx context.Context) error { return b.stepBench(ctx, false) }},
-			bm{"step-eos", func(ctx context.Context) error { return b.stepBench(ctx, true) }})
+			bm{"step-alos", func(ctx context.Context) error { return b.stepBench(ctx, false, false) }},
+			// The last round of step-eos is profiled.
+			bm{"step-eos", func(ctx context.Context) error { return b.stepBench(ctx, true, i == rounds-1) }})
 	}
-	for range max(b.rounds, 1) {
+	for _, c := range []int{1, 64} {
 		bms = append(bms,
-			bm{"kstreams-alos", func(ctx context.Context) error { return b.kstreamsBench(ctx, false) }},
-			bm{"kstreams-eos", func(ctx context.Context) error { return b.kstreamsBench(ctx, true) }})
+			bm{"step-io-alos", func(ctx context.Context) error { return b.stepIOBench(ctx, false, c) }},
+			bm{"step-io-eos", func(ctx context.Context) error { return b.stepIOBench(ctx, true, c) }})
 	}
+	for range rounds {
+		bms = append(bms,
+			bm{"kstreams-alos", func(ctx context.Context) error { return b.kstreamsBench(ctx, false, 1) }},
+			bm{"kstreams-eos", func(ctx context.Context) error { return b.kstreamsBench(ctx, true, 1) }},
+			bm{"kstreams-eos-2t", func(ctx context.Context) error { return b.kstreamsBench(ctx, true, 2) }})
+	}
+	start := time.Now()
 	for _, m := range bms {
 		if !want(m.name) {
 			continue
 		}
-		fmt.Fprintf(os.Stderr, "bench: %s ...\n", m.name)
+		fmt.Fprintf(os.Stderr, "bench: %s ... (%s into the run)\n", m.name, time.Since(start).Round(time.Second))
 		if err := m.fn(ctx); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -173,8 +255,29 @@ func run() error {
 		}
 	}
 
+	if want("step-eos") {
+		if err := b.profileTop(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "bench: done in %s\n", time.Since(start).Round(time.Second))
+
 	table := b.table(kafkaVersion)
 	fmt.Print(table)
+	if *jsonOut == "" && *readme != "" {
+		*jsonOut = "integration/bench/results/latest.json"
+	}
+	if *jsonOut != "" && *jsonOut != "-" {
+		if err := b.writeResults(*jsonOut, kafkaVersion, table); err != nil {
+			return err
+		}
+		if _, err := os.Stat(b.profile); err == nil {
+			dst := filepath.Join(filepath.Dir(*jsonOut), "step-eos.cpu.pprof")
+			if data, err := os.ReadFile(b.profile); err == nil && os.WriteFile(dst, data, 0o644) == nil {
+				fmt.Fprintf(os.Stderr, "bench: step-eos CPU profile written to %s (go tool pprof -top %s)\n", dst, dst)
+			}
+		}
+	}
 	if *readme != "" {
 		return writeReadme(*readme, table)
 	}
@@ -184,7 +287,12 @@ func run() error {
 // fillInput creates the input topic and produces the Ticks.
 func (b *bench) fillInput(ctx context.Context) error {
 	b.input = fmt.Sprintf("bench-ticks-%d", time.Now().UnixNano())
-	if err := b.createTopics(ctx, nil, b.input); err != nil {
+	return b.fill(ctx, b.input, b.events)
+}
+
+// fill creates topic and produces n Ticks over b.instances keys.
+func (b *bench) fill(ctx context.Context, topic string, n int) error {
+	if err := b.createTopics(ctx, nil, topic); err != nil {
 		return err
 	}
 	serde, err := events.NewSerde()
@@ -198,14 +306,14 @@ func (b *bench) fillInput(ctx context.Context) error {
 	defer cl.Close()
 	start := time.Now()
 	var firstErr error
-	for i := range b.events {
+	for i := range n {
 		key := fmt.Sprintf("k-%04d", i%b.instances)
-		v, err := serde.Encode(ctx, b.input, events.Tick{Seq: int64(i)})
+		v, err := serde.Encode(ctx, topic, events.Tick{Seq: int64(i)})
 		if err != nil {
 			return err
 		}
 		m := event.New(events.TickType, "bench", key)
-		cl.Produce(ctx, &kgo.Record{Topic: b.input, Key: []byte(key), Value: v, Headers: m.Headers()}, func(_ *kgo.Record, err error) {
+		cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: v, Headers: m.Headers()}, func(_ *kgo.Record, err error) {
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}
@@ -215,9 +323,9 @@ func (b *bench) fillInput(ctx context.Context) error {
 		return err
 	}
 	if firstErr != nil {
-		return fmt.Errorf("fill %s: %w", b.input, firstErr)
+		return fmt.Errorf("fill %s: %w", topic, firstErr)
 	}
-	fmt.Fprintf(os.Stderr, "bench: %d Ticks over %d keys in %s (%.0f/s)\n", b.events, b.instances, time.Since(start).Round(time.Millisecond), float64(b.events)/time.Since(start).Seconds())
+	fmt.Fprintf(os.Stderr, "bench: %d Ticks over %d keys into %s in %s (%.0f/s)\n", n, b.instances, topic, time.Since(start).Round(time.Millisecond), float64(n)/time.Since(start).Seconds())
 	return nil
 }
 
@@ -242,10 +350,11 @@ func (b *bench) createTopics(ctx context.Context, configs map[string]*string, to
 // processor (Kafka Streams stamps outputs with the input's time) and however
 // late the reader sees them.
 type outputReader struct {
-	done chan struct{}
-	rate float64
-	took time.Duration
-	err  error
+	done        chan struct{}
+	rate        float64
+	took        time.Duration
+	first, last time.Time // append times of the first and the last output
+	err         error
 }
 
 func (b *bench) readOutput(ctx context.Context, topic string, n int, timeout time.Duration) *outputReader {
@@ -263,7 +372,6 @@ func (b *bench) readOutput(ctx context.Context, topic string, n int, timeout tim
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		seen := 0
-		var first, last time.Time
 		for seen < n {
 			fs := cl.PollFetches(ctx)
 			if ctx.Err() != nil {
@@ -271,16 +379,16 @@ func (b *bench) readOutput(ctx context.Context, topic string, n int, timeout tim
 				return
 			}
 			fs.EachRecord(func(r *kgo.Record) {
-				if first.IsZero() || r.Timestamp.Before(first) {
-					first = r.Timestamp
+				if o.first.IsZero() || r.Timestamp.Before(o.first) {
+					o.first = r.Timestamp
 				}
-				if r.Timestamp.After(last) {
-					last = r.Timestamp
+				if r.Timestamp.After(o.last) {
+					o.last = r.Timestamp
 				}
 				seen++
 			})
 		}
-		o.took = last.Sub(first)
+		o.took = o.last.Sub(o.first)
 		o.rate = float64(n-1) / max(o.took.Seconds(), 1e-3)
 	}()
 	return o
@@ -300,6 +408,8 @@ func (o *outputReader) wait() error {
 // addRate records one round of a throughput benchmark; rounds of the same
 // benchmark share a row (and move it last, so the row that printed is it).
 func (b *bench) addRate(name string, eos bool, rate float64, note string) {
+	b.rounds1[name]++
+	b.record(name, "throughput", rate, "events/s", map[string]any{"events": b.events, "round": b.rounds1[name]})
 	for i, r := range b.rows {
 		if r.name == name && r.rates != nil {
 			r.rates = append(r.rates, rate)
@@ -345,7 +455,7 @@ func (b *bench) table(kafkaVersion string) string {
 		time.Now().UTC().Format("2006-01-02"), cpuModel(), runtime.NumCPU(), memTotal(), runtime.Version(), kafkaVersion, b.events, b.instances, b.partitions)
 	fmt.Fprintln(&w, "| benchmark | figure | vs baseline | notes |")
 	fmt.Fprintln(&w, "|---|---|---|---|")
-	for _, r := range b.rows {
+	for _, r := range append(slices.Clone(b.rows), b.usageRows()...) {
 		fmt.Fprintf(&w, "| %s | %s | %s | %s |\n", r.name, r.figure, r.vs, strings.ReplaceAll(r.note, "|", "\\|"))
 	}
 	return w.String()

@@ -4,16 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/troupehq/troupe/integration/cmd/countstep/events"
-	"github.com/troupehq/troupe/pkg/kafka"
-	"github.com/troupehq/troupe/pkg/step"
 )
 
 // interval is how often the pipes commit, as a step does by default.
@@ -114,58 +108,4 @@ func ignoreCancel(err error) error {
 		return nil
 	}
 	return err
-}
-
-// count is the counting step's state.
-type count struct {
-	N int64 `json:"n"`
-}
-
-// stepBench runs a troupe counting step over the input, in this process:
-// each Tick decoded, its instance's count read, incremented and written,
-// a Counted emitted.
-func (b *bench) stepBench(ctx context.Context, eos bool) error {
-	name, g := "step-alos", step.AtLeastOnce
-	if eos {
-		name, g = "step-eos", step.ExactlyOnce
-	}
-	app := fmt.Sprintf("bench%d", time.Now().UnixNano())
-	out := app + "-counted"
-	if err := b.createOutput(ctx, out); err != nil {
-		return err
-	}
-	serde, err := events.NewSerde()
-	if err != nil {
-		return err
-	}
-	s := step.New[count](app, "count", step.Inputs(b.input))
-	step.Handle(s, func(c *step.Context[count], t events.Tick) error {
-		st, _ := c.State()
-		st.N++
-		c.SetState(st)
-		return c.Emit(out, events.Counted{Seq: t.Seq, Count: st.N})
-	})
-	dir, err := tempDir(name)
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	rt, err := step.NewRuntime(s, step.Config{
-		Kafka: kafka.Config{Brokers: b.brokers, Logger: b.log}, Codec: serde,
-		StateDir: filepath.Join(dir, "state"), Guarantee: g, Logger: b.log,
-	})
-	if err != nil {
-		return err
-	}
-	rd := b.readOutput(ctx, out, b.events, 5*time.Minute)
-	rctx, cancel := context.WithCancel(ctx)
-	runErr := make(chan error, 1)
-	go func() { runErr <- rt.Run(rctx) }()
-	err = rd.wait()
-	cancel()
-	if rerr := <-runErr; err != nil {
-		return errors.Join(err, rerr)
-	}
-	b.addRate(name, eos, rd.rate, "Avro decode/encode, Pebble state, changelog, dedupe")
-	return nil
 }

@@ -68,6 +68,8 @@ func (b *bench) restoreBench(ctx context.Context) error {
 	if total != int64(b.restore) {
 		return fmt.Errorf("restored %d records, want %d", total, b.restore)
 	}
+	b.record("restore", "throughput", float64(total)/took.Seconds(), "records/s", map[string]any{"instances": b.restore})
+	b.record("restore", "ready_after", took.Seconds(), "s", map[string]any{"instances": b.restore})
 	b.rows = append(b.rows, &row{
 		name: "restore", figure: fmt.Sprintf("%.0f records/s", float64(total)/took.Seconds()),
 		vs:   fmt.Sprintf("ready in %.1f s", took.Seconds()),
@@ -93,6 +95,8 @@ func (b *bench) avroBench(ctx context.Context) error {
 	if enc.err != nil || dec.err != nil {
 		return fmt.Errorf("encode: %v; decode: %v", enc.err, dec.err)
 	}
+	b.record("avro", "encode", float64(enc.ns), "ns/op", map[string]any{"allocs": enc.allocs, "event": "OrderPlaced"})
+	b.record("avro", "decode", float64(dec.ns), "ns/op", map[string]any{"allocs": dec.allocs, "event": "OrderPlaced"})
 	b.rows = append(b.rows, &row{
 		name:   "avro",
 		figure: fmt.Sprintf("encode %d ns, %d allocs · decode %d ns, %d allocs", enc.ns, enc.allocs, dec.ns, dec.allocs),

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// stepBench runs the counting step (integration/cmd/countstep, as its own
+// process, so that its CPU and memory are its own) over the input: each
+// Tick decoded, its instance's count read, incremented and written, a
+// Counted emitted. With profile it also writes the step's CPU profile to
+// b.profile.
+func (b *bench) stepBench(ctx context.Context, eos, profile bool) error {
+	name, g := "step-alos", "at_least_once"
+	if eos {
+		name, g = "step-eos", "exactly_once"
+	}
+	var extra []string
+	if profile {
+		extra = append(extra, "--cpuprofile", b.profile)
+	}
+	res, err := b.runCountstep(ctx, name, g, b.input, b.events, extra...)
+	if err != nil {
+		return err
+	}
+	b.addRate(name, eos, res.rate, "countstep process: Avro decode/encode, Pebble state, changelog, dedupe; default concurrency")
+	b.addUsage(name, res.usage)
+	return nil
+}
+
+type stepResult struct {
+	rate  float64
+	usage usage
+	stats stepStats
+}
+
+// runCountstep runs countstep over n records of input until its n outputs
+// are readable, and measures its rate (from the outputs' append times) and
+// its CPU between its first and its last output.
+func (b *bench) runCountstep(ctx context.Context, name, guarantee, input string, n int, extra ...string) (stepResult, error) {
+	bin, err := b.countstep.build(ctx, b.tmp)
+	if err != nil {
+		return stepResult{}, err
+	}
+	app := fmt.Sprintf("bench%d", time.Now().UnixNano())
+	out := app + "-counted"
+	if err := b.createOutput(ctx, out); err != nil {
+		return stepResult{}, err
+	}
+	dir, err := tempDir(name)
+	if err != nil {
+		return stepResult{}, err
+	}
+	defer os.RemoveAll(dir)
+	args := append([]string{
+		"--brokers", strings.Join(b.brokers, ","), "--app", app, "--input", input, "--output", out,
+		"--state-dir", filepath.Join(dir, "state"), "--guarantee", guarantee, "--log-level", "warn",
+	}, extra...)
+	args = append(args, strings.Fields(b.stepArgs)...)
+	rd := b.readOutput(ctx, out, n, 5*time.Minute)
+	p, err := startStep(bin, args...)
+	if err != nil {
+		return stepResult{}, err
+	}
+	m := meterCPU(p.pid)
+	err = rd.wait()
+	m.finish()
+	stats := p.scrape(ctx)
+	if serr := p.stop(); err != nil || serr != nil {
+		return stepResult{}, errors.Join(err, serr)
+	}
+	if stats.ok {
+		fmt.Fprintf(os.Stderr, "bench: %s: %s\n", name, stats)
+		params := map[string]any{"events": n}
+		b.record(name, "commits", stats.commits, "count", params)
+		b.record(name, "handler_calls_per_commit", stats.handlerCalls/stats.commits, "calls", params)
+		b.record(name, "commit_time_mean", 1000*stats.commitSeconds/stats.commits, "ms", params)
+		b.record(name, "transaction_aborts", stats.aborts, "count", params)
+	}
+	return stepResult{rate: rd.rate, usage: usageOf(m, rd, n), stats: stats}, nil
+}
+
+// handlerDelay is the step-io handler's wait, as a call to a service.
+const handlerDelay = 20 * time.Millisecond
+
+// stepIOBench runs the counting step with a handler that waits 20 ms (on
+// its context) over a backlog, at a concurrency: an I/O-bound step, whose
+// ceiling is concurrency / 20 ms.
+func (b *bench) stepIOBench(ctx context.Context, eos bool, concurrency int) error {
+	name, g := "step-io-alos", "at_least_once"
+	if eos {
+		name, g = "step-io-eos", "exactly_once"
+	}
+	n := b.ioEvents[concurrency]
+	if n == 0 {
+		n = b.ioEvents[0]
+	}
+	input, err := b.ioInput(ctx, n)
+	if err != nil {
+		return err
+	}
+	res, err := b.runCountstep(ctx, name, g, input, n, "--handler-delay", handlerDelay.String(), "--concurrency", strconv.Itoa(concurrency))
+	if err != nil {
+		return err
+	}
+	ceiling := float64(concurrency) / handlerDelay.Seconds()
+	label := fmt.Sprintf("%s ×%d", name, concurrency)
+	b.rows = append(b.rows, &row{
+		name:   label,
+		figure: fmt.Sprintf("%.0f events/s", res.rate),
+		vs:     fmt.Sprintf("%.2f× ceiling (%.0f/s)", res.rate/ceiling, ceiling),
+		note:   fmt.Sprintf("countstep, 20 ms handler, concurrency %d, backlog of %d events over %d keys; ceiling = concurrency / 20 ms; %s", concurrency, n, b.instances, res.stats),
+	})
+	params := map[string]any{"concurrency": concurrency, "handler_delay_ms": handlerDelay.Milliseconds(), "events": n, "guarantee": g}
+	b.record(name, "throughput", res.rate, "events/s", params)
+	b.record(name, "throughput_vs_ceiling", res.rate/ceiling, "ratio", params)
+	return nil
+}
+
+// ioInput is a topic of n Ticks over b.instances keys, filled once.
+func (b *bench) ioInput(ctx context.Context, n int) (string, error) {
+	if t, ok := b.ioTopics[n]; ok {
+		return t, nil
+	}
+	t := fmt.Sprintf("bench-io-ticks-%d-%d", n, time.Now().UnixNano())
+	if err := b.fill(ctx, t, n); err != nil {
+		return "", err
+	}
+	b.ioTopics[n] = t
+	return t, nil
+}
+
+// profileTop prints the top 15 functions of the step's CPU profile (by
+// flat time, and by cumulative time) and keeps them for the results.
+func (b *bench) profileTop(ctx context.Context) error {
+	if _, err := os.Stat(b.profile); err != nil {
+		return fmt.Errorf("no CPU profile of step-eos: %w", err)
+	}
+	for _, by := range []string{"flat", "cum"} {
+		args := []string{"tool", "pprof", "-top", "-nodecount=15"}
+		if by == "cum" {
+			args = append(args, "-cum")
+		}
+		out, err := exec.CommandContext(ctx, "go", append(args, b.profile)...).Output()
+		if err != nil {
+			return fmt.Errorf("go tool pprof: %w", err)
+		}
+		lines := profileLines(string(out))
+		fmt.Fprintf(os.Stderr, "bench: step-eos CPU profile (%s), top 15 by %s:\n%s\n", b.profile, by, strings.Join(lines, "\n"))
+		b.profileTops[by] = lines
+	}
+	return nil
+}
+
+// profileLines keeps the header and the function lines of pprof -top.
+func profileLines(out string) []string {
+	var lines []string
+	for l := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+		if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Build ID:") || strings.HasPrefix(l, "Type:") || strings.HasPrefix(l, "Time:") {
+			continue
+		}
+		lines = append(lines, l)
+	}
+	return lines
+}

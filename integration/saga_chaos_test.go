@@ -30,6 +30,7 @@ func TestSagaSurvivesBrokerLoss(t *testing.T) {
 	}
 	coord := e.startStep("coordinator", "1")
 	e.ready(e.procs...)
+	e.processing(60 * time.Second) // before any fault: see processing
 	ctx := context.Background()
 
 	want := map[string]orders.Outcome{}

@@ -568,10 +568,24 @@ func TestCoordinatorAdoptsOrphansOfALateTrigger(t *testing.T) {
 	if len(forged.Orphans) != 1 || forged.Orphans[0].Type != "ShipmentScheduled" || slices.Contains(forged.Completed, "shipping") {
 		t.Errorf("o-forged: %+v; want RUNNING with its ShipmentScheduled an orphan", forged)
 	}
-	// The forged one then times out (1 s deadline) with nothing to undo.
+	// Another forged one, now that the saga runs, is not applied either;
+	// the saga times out (1 s deadline) with nothing to undo.
+	d.sendAs("o-forged", "ShipmentScheduled", event.New("", "forger", "o-forged"))
 	if end := d.expect(d.topo.EndedTopic(), "o-forged", "troupe.saga.SagaEnded").Value.(saga.Ended); end.Status != "COMPENSATED" || end.Reason != "timeout" {
 		t.Errorf("o-forged SagaEnded %+v, want COMPENSATED timeout", end)
 	}
+	eventually(t, "the second forgery recorded", func() (bool, string) {
+		inst, err := d.store.Instance(t.Context(), "o-forged")
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, e := range inst.History {
+			if e.Type == "ShipmentScheduled" && strings.Contains(e.Note, `not applied: its ce_source "forger"`) {
+				return len(inst.Orphans) == 2 && !slices.Contains(inst.Completed, "shipping"), fmt.Sprintf("%+v", inst)
+			}
+		}
+		return false, fmt.Sprintf("history %+v", inst.History)
+	})
 }
 
 // The orphans of an id whose trigger does not come within the orphan

@@ -104,7 +104,8 @@ type Instance struct {
 	// Orphans are events of the id that no saga took: all of them while
 	// its trigger has not come (Status is empty then: the id has no saga,
 	// and the API and stats do not count it as one), and afterwards those
-	// the trigger did not cause.
+	// the trigger did not cause, and a step's events that the step did not
+	// produce (another ce_source).
 	Orphans []Orphan `json:"orphans,omitempty"`
 }
 
@@ -378,6 +379,8 @@ func (m *Machine) OnEvent(id string, inst *Instance, ev Event) (*Instance, []Act
 	var acts []Action
 	trigger := false
 	switch {
+	case inst.Started() && !m.fromItsStep(ev.Type, ev.Source):
+		return inst, m.foreign(inst, ev)
 	case inst.Started():
 		acts = m.apply(inst, ev, "")
 	case ev.Type != m.trigger:
@@ -397,6 +400,30 @@ func (m *Machine) OnEvent(id string, inst *Instance, ev Event) (*Instance, []Act
 	return inst, dedupe(acts)
 }
 
+// foreign records ev, a step's event that the step did not produce (its
+// ce_source is another's), in the history of inst, which is started, and
+// keeps it among its orphans: applying it would complete a step, or the
+// saga, for work no step did (the steps do not act on it either).
+func (m *Machine) foreign(inst *Instance, ev Event) []Action {
+	step := m.emitter[ev.Type]
+	note := fmt.Sprintf("not applied: its ce_source %q is not the step that emits it (%s), which did not act on it either; kept among the orphans",
+		ev.Source, strings.Join(m.sources[ev.Type], ", "))
+	m.record(inst, Entry{Type: m.short(ev.Type), Step: step, Time: ev.Time, Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset, Note: note})
+	acts := []Action{Orphaned{Type: ev.Type}}
+	if len(inst.Orphans) < OrphanLimit {
+		inst.Orphans = append(inst.Orphans, m.orphanOf(inst.ID, ev))
+	}
+	return acts
+}
+
+// orphanOf is ev as an orphan of instance id.
+func (m *Machine) orphanOf(id string, ev Event) Orphan {
+	return Orphan{
+		ID: id, Type: m.short(ev.Type), Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset,
+		Source: ev.Source, Time: ev.Time, SeenAt: ev.Now, EventID: ev.ID, CausationID: ev.CausationID,
+	}
+}
+
 // orphan keeps ev among the orphans of inst, which is not started.
 func (m *Machine) orphan(inst *Instance, ev Event) []Action {
 	acts := []Action{Orphaned{Type: ev.Type}}
@@ -404,10 +431,7 @@ func (m *Machine) orphan(inst *Instance, ev Event) []Action {
 		acts = append(acts, SetTimer{Name: TimerOrphans, At: ev.Now.Add(m.window)})
 	}
 	if len(inst.Orphans) < OrphanLimit {
-		inst.Orphans = append(inst.Orphans, Orphan{
-			ID: inst.ID, Type: m.short(ev.Type), Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset,
-			Source: ev.Source, Time: ev.Time, SeenAt: ev.Now, EventID: ev.ID, CausationID: ev.CausationID,
-		})
+		inst.Orphans = append(inst.Orphans, m.orphanOf(inst.ID, ev))
 	}
 	return acts
 }

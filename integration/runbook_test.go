@@ -17,7 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/troupehq/troupe/integration/kafkaharness"
-	"github.com/troupehq/troupe/internal/runbook"
+	"github.com/troupehq/troupe/integration/runbook"
 )
 
 // TestRunbookRealKafka runs the README runbook's commands, in the README's

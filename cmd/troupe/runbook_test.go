@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/troupehq/troupe/internal/runbook"
+	"github.com/troupehq/troupe/integration/runbook"
 )
 
 // TestRunbook runs the commands of the README's runbook ("Recovering from

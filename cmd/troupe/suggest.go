@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/troupehq/troupe/internal/suggest"
+	"github.com/troupehq/troupe/pkg/suggest"
 )
 
 // didYouMean is suggest.DidYouMean.

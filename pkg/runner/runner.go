@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/troupehq/troupe/internal/suggest"
+	"github.com/troupehq/troupe/pkg/suggest"
 	"github.com/troupehq/troupe/pkg/api"
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/kafka"

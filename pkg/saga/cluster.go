@@ -48,10 +48,12 @@ func baseURLOf(clientID string) string {
 //
 //   - Owner (the Locator) names the process of an instance's partition, for
 //     the 307 of GET /api/sagas/{id};
-//   - Stats and List ask every peer for its own partitions (scope=local) and
-//     merge the answers. A whole answer covers every partition exactly once:
-//     while a partition is moving or restoring, or a peer does not answer,
-//     they fail with ErrUnavailable (503) rather than count wrong.
+//   - Stats, List and Orphans ask every peer for its own partitions
+//     (scope=local) and merge the answers. A whole answer covers every
+//     partition exactly once: while a partition is moving or restoring, or
+//     a peer does not answer or advertises no API, they fail with
+//     ErrUnavailable (503), naming the peer and the fix, rather than count
+//     wrong.
 type Cluster struct {
 	local  *Store
 	self   string

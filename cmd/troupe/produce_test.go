@@ -60,7 +60,7 @@ func TestProduceAndTail(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if meta.Source != "troupe-cli" || meta.Type != "troupe.example.orders.OrderPlaced" || meta.ID == "" || meta.SagaID != string(r.Key) {
+		if meta.Source != "troupe-cli" || meta.Type != "troupe.example.orders.OrderPlaced" || meta.IDDerived || meta.SagaID != string(r.Key) {
 			t.Errorf("headers of %s: %+v", r.Key, meta)
 		}
 		if ct, _ := event.Header(r, event.HeaderContentType); ct != "application/avro" {

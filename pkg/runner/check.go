@@ -37,12 +37,8 @@ type handlerLister interface {
 }
 
 // checkStepHandlers checks the step runtime's handlers against the
-// topology, when the runtime can list them.
-func checkStepHandlers(t *topology.Topology, name string, rt any) error {
-	hl, ok := rt.(handlerLister)
-	if !ok {
-		return nil
-	}
+// topology.
+func checkStepHandlers(t *topology.Topology, name string, hl handlerLister) error {
 	types, raw := hl.Handles()
 	return checkHandlers(t, name, types, raw)
 }

@@ -3,6 +3,7 @@ package step
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/troupehq/troupe/pkg/state"
 )
@@ -59,4 +60,15 @@ func (rt *Runtime) ScanInstances(p int32, after string, fn func(id string, state
 		}
 		return fn(string(k[1:]), inst.State)
 	})
+}
+
+// Handles lists the full names of the event types the step has a typed
+// handler for, sorted, and whether it has a raw handler (HandleRaw) for the
+// rest. Tools check a topology's on: against it.
+func (rt *Runtime) Handles() (types []string, raw bool) {
+	for name := range rt.byName {
+		types = append(types, name)
+	}
+	slices.Sort(types)
+	return types, rt.def.raw != nil
 }

@@ -341,7 +341,7 @@ func TestTimers(t *testing.T) {
 			// cause.
 			for _, r := range e.consume("counted", 3, time.Second) {
 				m, _ := event.FromRecord(r)
-				if m.ID == "" || m.CausationID == "" || m.Type != "troupe.test.Counted" || m.Source != e.app+".count" {
+				if m.IDDerived || m.CausationID == "" || m.Type != "troupe.test.Counted" || m.Source != e.app+".count" {
 					t.Fatalf("fired event metadata %+v", m)
 				}
 			}

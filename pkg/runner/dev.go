@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/troupehq/troupe/pkg/api"
 	"github.com/troupehq/troupe/pkg/avro"
@@ -176,7 +177,9 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 	MountDeadLetters(env.Server, kcfg, t)
 	loops = append(loops, coord.Run)
 
-	producer, err := kafka.NewClient(ctx, kcfg)
+	// The demo's orders go out at once, not after franz-go's 10 ms linger:
+	// it would add to every saga's latency.
+	producer, err := kafka.NewClient(ctx, kcfg, kgo.ProducerLinger(0))
 	if err != nil {
 		return err
 	}

@@ -21,15 +21,19 @@ It refuses to start (exit 2), naming both sides, a topology with event types
 the program has no Go type for, or whose step handlers and on: disagree.
 Each process keeps its state in --state-dir (one directory per process and
 step; never share one). /metrics, /healthz and /readyz are served on --http;
-/readyz answers 503 while state is restoring. SIGTERM finishes the current
-batch, commits it and exits.
+/readyz answers 503 while the process joins its group or restores state.
+SIGTERM finishes the current batch, commits it and exits.
+
+Handlers of different instances run concurrently (--concurrency, default the
+step's concurrency: in the topology, else 16); one instance's events always
+run one at a time, in offset order. Each call has --handler-timeout (default
+5s): its context ends then, and the call counts as a failed attempt.
 
 --coordinator SAGA runs the saga's coordinator instead (group
 <app>.saga.<saga>): instance status and history, deadlines, compensation in
 reverse order, SagaEnded. It serves the saga API on --http (GET /api/sagas,
 /api/sagas/{id}, /api/sagas/stats) and the UI at /; run several and each
-answers for its
-partitions, redirecting or asking its peers (at their --advertise-http) for
+answers for its partitions, redirecting or asking its peers (at their --advertise-http) for
 the rest.`
 
 // RunCommand returns the `run` command for app. g holds the global flags,

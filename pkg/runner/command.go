@@ -22,6 +22,9 @@ the program has no Go type for, or whose step handlers and on: disagree.
 Each process keeps its state in --state-dir (one directory per process and
 step; never share one). /metrics, /healthz and /readyz are served on --http;
 /readyz answers 503 while the process joins its group or restores state.
+At start it waits up to 45 s for its topics to reach every broker and for the
+schema registry to answer (a log line every 5 s says what it waits for), so
+it may start together with 'troupe topics apply' and the registry.
 SIGTERM finishes the current batch, commits it and exits.
 
 Handlers of different instances run concurrently (--concurrency, default the

@@ -109,7 +109,7 @@ func runCoordinator(ctx context.Context, app App, g *Globals, o RunOptions, t *t
 	defer closeAPI()
 	log.Info().Str("http", "http://"+ln.Addr().String()).Str("advertise", self).Str("state_dir", dir).
 		Stringer("guarantee", gu).Strs("brokers", env.Kafka.Brokers).Msg("starting saga coordinator")
-	return serve(ctx, ln, env, rt.Run)
+	return serve(ctx, ln, env, env.AfterRegistry(rt.Run))
 }
 
 // advertised is the base URL of a listener for peers: its address, with

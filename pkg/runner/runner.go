@@ -12,13 +12,13 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/troupehq/troupe/pkg/suggest"
 	"github.com/troupehq/troupe/pkg/api"
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/kafka"
 	"github.com/troupehq/troupe/pkg/metrics"
 	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/pkg/step"
+	"github.com/troupehq/troupe/pkg/suggest"
 	"github.com/troupehq/troupe/pkg/topology"
 )
 
@@ -44,6 +44,8 @@ type Env struct {
 	Metrics *prometheus.Registry
 	Server  *api.Server
 	Log     zerolog.Logger
+	// Registry is the Serde's registry client.
+	Registry *avro.RegistryClient
 }
 
 // NewEnv builds an Env: a registry client for registryURL, a serde with
@@ -61,7 +63,7 @@ func NewEnv(app App, kcfg kafka.Config, registryURL, version string, log zerolog
 		}
 	}
 	reg := metrics.NewRegistry(version)
-	return &Env{Kafka: kcfg, Serde: serde, Metrics: reg, Server: api.New(reg, log), Log: log}, nil
+	return &Env{Kafka: kcfg, Serde: serde, Metrics: reg, Server: api.New(reg, log), Log: log, Registry: rc}, nil
 }
 
 // StepOptions say how to run one step.
@@ -207,7 +209,24 @@ func Run(ctx context.Context, app App, g *Globals, o RunOptions) error {
 	}
 	log.Info().Str("http", "http://"+ln.Addr().String()).Str("state_dir", dir).Stringer("guarantee", g2).
 		Strs("brokers", env.Kafka.Brokers).Msg("starting step")
-	return serve(ctx, ln, env, rt.Run)
+	return serve(ctx, ln, env, env.AfterRegistry(rt.Run))
+}
+
+// AfterRegistry returns run preceded by a wait (avro.DefaultRegistryWait at
+// most, with progress logs) for the schema registry to answer: a step
+// started together with its registry (compose, Kubernetes) would otherwise
+// spend its retries on its first records and dead-letter them. /healthz is
+// served meanwhile, /readyz says the step is starting.
+func (e *Env) AfterRegistry(run func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if err := e.Registry.Await(ctx, 0, e.Log); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		return run(ctx)
+	}
 }
 
 // serve runs the HTTP server and the given loops until ctx is done or one

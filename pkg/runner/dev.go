@@ -22,7 +22,6 @@ import (
 	"github.com/troupehq/troupe/pkg/registry"
 	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/pkg/topology"
-	"github.com/troupehq/troupe/pkg/ui"
 	"github.com/troupehq/troupe/schemas"
 	topologies "github.com/troupehq/troupe/topology"
 )
@@ -164,17 +163,22 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 	if err != nil {
 		return err
 	}
+	// A `troupe run --coordinator` beside dev joins dev's group and takes
+	// partitions: dev advertises its API to it and merges their answers.
+	self := "http://" + loopbackAddr(httpLn.Addr())
 	coord, store, err := env.NewCoordinator(t, StepOptions{
 		StateDir:  filepath.Join(o.DataDir, "state", t.App+"."+saga.StepName(t)),
 		Guarantee: gu,
+		Advertise: self,
 	})
 	if err != nil {
 		return err
 	}
-	// One process holds every partition: no peers to ask or redirect to.
-	saga.Mount(env.Server, store, nil)
-	ui.Mount(env.Server)
-	MountDeadLetters(env.Server, kcfg, t)
+	closeAPI, err := env.MountSaga(ctx, t, store, self)
+	if err != nil {
+		return err
+	}
+	defer closeAPI()
 	loops = append(loops, coord.Run)
 
 	// The demo's orders go out at once, not after franz-go's 10 ms linger:

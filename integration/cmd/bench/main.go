@@ -101,6 +101,7 @@ type bench struct {
 	profileTops map[string][]string // its top functions, by flat and by cum
 	machineNote string
 	stepArgs    string
+	loadStart   string // /proc/loadavg when the run started
 }
 
 func main() {
@@ -111,7 +112,7 @@ func main() {
 }
 
 func run() error {
-	b := &bench{ioTopics: map[int]string{}, profileTops: map[string][]string{}, rounds1: map[string]int{}}
+	b := &bench{ioTopics: map[int]string{}, profileTops: map[string][]string{}, rounds1: map[string]int{}, loadStart: loadAvg()}
 	var (
 		brokers   = flag.String("brokers", "", "use these brokers (host:port,...) instead of starting Apache Kafka with the test harness")
 		only      = flag.String("only", "", "comma-separated benchmarks to run (default all; a trailing * matches a prefix): pipe-alos, pipe-eos, step-alos, step-eos, step-io-alos, step-io-eos, kstreams-alos, kstreams-eos, kstreams-eos-2t, saga-alos, saga-eos, restore, avro")
@@ -119,13 +120,13 @@ func run() error {
 		jsonOut   = flag.String("json", "", "write every figure as JSON to this file (default integration/bench/results/latest.json with -readme; - for none)")
 		parts     = flag.Int("partitions", 8, "partitions of every topic")
 		sagaRates = flag.String("saga-rates", "50,200,1000", "orders per second offered to the example saga, one steady phase each (ascending)")
-		ioSmall   = flag.Int("io-events", 1000, "backlog of the step-io benchmarks at concurrency 1")
+		ioSmall   = flag.Int("io-events", 500, "backlog of the step-io benchmarks at concurrency 1")
 		ioBig     = flag.Int("io-events-concurrent", 20_000, "backlog of the step-io benchmarks at concurrency 64")
 	)
 	flag.IntVar(&b.events, "events", 200_000, "input events for the pipe, step and peer benchmarks")
 	flag.IntVar(&b.instances, "instances", 1000, "distinct keys (saga instances) of the input")
 	flag.DurationVar(&b.sagaWarm, "saga-warmup", 10*time.Second, "how long the saga's first phase (at 200 orders/s, from ready) lasts; reported apart from the steady state")
-	flag.DurationVar(&b.sagaFor, "saga-for", 12*time.Second, "how long each steady phase of the saga offers orders (its first 2 s not counted)")
+	flag.DurationVar(&b.sagaFor, "saga-for", 10*time.Second, "how long each steady phase of the saga offers orders (its first 2 s not counted)")
 	flag.IntVar(&b.restore, "restore", 1_000_000, "instances in the changelog of the restore benchmark")
 	flag.IntVar(&b.rounds, "rounds", 2, "rounds of each throughput benchmark (pipe, step, kstreams); the best is reported")
 	flag.BoolVar(&b.quick, "quick", false, "a short run for development: 20,000 events, 1 round, short saga phases, small backlogs (flags given explicitly still win)")
@@ -451,8 +452,8 @@ func (b *bench) render() {
 func (b *bench) table(kafkaVersion string) string {
 	b.render()
 	var w bytes.Buffer
-	fmt.Fprintf(&w, "Measured by `make bench` on %s: %s, %d cores, %s RAM; %s; Apache Kafka %s (1 node, KRaft, on the same machine); %d events over %d keys, %d partitions.\n\n",
-		time.Now().UTC().Format("2006-01-02"), cpuModel(), runtime.NumCPU(), memTotal(), runtime.Version(), kafkaVersion, b.events, b.instances, b.partitions)
+	fmt.Fprintf(&w, "Measured by `make bench` on %s: %s, %d cores, %s RAM (load average %s at the start, %s at the end); %s; Apache Kafka %s (1 node, KRaft, on the same machine); franz-go %s; %d events over %d keys, %d partitions. Every figure is also in integration/bench/results/latest.json.\n\n",
+		time.Now().UTC().Format("2006-01-02"), cpuModel(), runtime.NumCPU(), memTotal(), b.loadStart, loadAvg(), runtime.Version(), kafkaVersion, moduleVersion("github.com/twmb/franz-go"), b.events, b.instances, b.partitions)
 	fmt.Fprintln(&w, "| benchmark | figure | vs baseline | notes |")
 	fmt.Fprintln(&w, "|---|---|---|---|")
 	for _, r := range append(slices.Clone(b.rows), b.usageRows()...) {

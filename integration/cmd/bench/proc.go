@@ -311,6 +311,7 @@ type stepStats struct {
 	aborts        float64
 	handlerCalls  float64
 	ok            bool
+	lag           int64 // committed offsets behind the input's end after the last output (set by runCountstep)
 }
 
 // scrape reads the step's metrics (summed over their labels).
@@ -364,6 +365,10 @@ func (s stepStats) String() string {
 	if !s.ok {
 		return ""
 	}
-	return fmt.Sprintf("%.0f commits (%.0f handler calls per commit, %.0f ms per commit), %.0f aborted",
+	out := fmt.Sprintf("%.0f commits (%.0f handler calls per commit, %.0f ms per commit), %.0f aborted",
 		s.commits, s.handlerCalls/s.commits, 1000*s.commitSeconds/s.commits, s.aborts)
+	if s.lag > 0 {
+		out += fmt.Sprintf("; committed offsets %d records behind the input 5 s after the last output", s.lag)
+	}
+	return out
 }

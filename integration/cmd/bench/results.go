@@ -95,6 +95,9 @@ type results struct {
 		CPUModel    string `json:"cpu_model"`
 		MemoryBytes int64  `json:"memory_bytes"`
 		Note        string `json:"note,omitempty"`
+		// LoadAvg is /proc/loadavg at the start and at the end of the
+		// run: other work on the machine moves every figure.
+		LoadAvg [2]string `json:"loadavg_start_end"`
 	} `json:"machine"`
 	Versions struct {
 		Go      string `json:"go"`
@@ -115,6 +118,7 @@ func (b *bench) writeResults(path, kafkaVersion, table string) error {
 	r.Machine.CPUModel = cpuModel()
 	r.Machine.MemoryBytes = memBytes()
 	r.Machine.Note = b.machineNote
+	r.Machine.LoadAvg = [2]string{b.loadStart, loadAvg()}
 	r.Versions.Go = runtime.Version()
 	r.Versions.Kafka = kafkaVersion
 	r.Versions.FranzGo = moduleVersion("github.com/twmb/franz-go")
@@ -166,4 +170,14 @@ func memBytes() int64 {
 	}
 	kb, _ := strconv.ParseInt(f[0], 10, 64)
 	return kb << 10
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }

@@ -277,25 +277,19 @@ func (b *bench) sagaBench(ctx context.Context, eos bool) error {
 	if len(wl) > 0 && len(refLat) > 0 {
 		refP99 := q(refLat, 0.99)
 		bound := 2 * refP99
-		var settledAt, worstAt time.Duration
-		var worst time.Duration
+		var ws []sent
 		s.mu.Lock()
 		for _, o := range warm.orders {
-			e, ok := s.ends[o.id]
-			l := time.Duration(math.MaxInt64)
-			if ok && e.status == string(saga.Completed) {
-				l = e.at.Sub(o.at)
+			w := sent{at: o.at.Sub(readyAt), lat: never}
+			if e, ok := s.ends[o.id]; ok && e.status == string(saga.Completed) {
+				w.lat = e.at.Sub(o.at)
 			}
-			if l > bound {
-				settledAt = o.at.Sub(readyAt)
-			}
-			if l > worst {
-				worst, worstAt = l, o.at.Sub(readyAt)
-			}
+			ws = append(ws, w)
 		}
 		s.mu.Unlock()
+		settledAt, worst, worstAt := settling(ws, bound)
 		worstS := ms(worst)
-		if worst == time.Duration(math.MaxInt64) {
+		if worst == never {
 			worstS = "did not complete"
 		}
 		steadyS := fmt.Sprintf("steady after %.1f s", settledAt.Seconds())
@@ -311,7 +305,7 @@ func (b *bench) sagaBench(ctx context.Context, eos bool) error {
 		})
 		wp := map[string]any{"guarantee": gflag, "offered_per_s": warmRate, "window_s": b.sagaWarm.Seconds(), "steady_bound_ms": msf(bound)}
 		b.record(name+"-warmup", "time_to_steady", settledAt.Seconds(), "s", wp)
-		if worst != time.Duration(math.MaxInt64) {
+		if worst != never {
 			b.record(name+"-warmup", "worst_latency", msf(worst), "ms", wp)
 		}
 		b.record(name+"-warmup", "latency_p99", msf(q(wl, 0.99)), "ms", wp)
@@ -343,6 +337,28 @@ func (b *bench) sagaBench(ctx context.Context, eos bool) error {
 	})
 	b.record(name, "max_rate_p99_under_1s", lo, "orders/s", map[string]any{"guarantee": gflag, "lowest_failed": hi})
 	return nil
+}
+
+// never is the latency of an order that did not complete.
+const never = time.Duration(math.MaxInt64)
+
+// sent is an order of the warm-up: when it was sent (since ready), and its
+// latency (never if it did not complete).
+type sent struct{ at, lat time.Duration }
+
+// settling says when the latency of orders (in the order they were sent)
+// settled: the send time of the last order slower than bound (0 if none
+// was), and the worst order and when it was sent.
+func settling(orders []sent, bound time.Duration) (settledAt, worst, worstAt time.Duration) {
+	for _, o := range orders {
+		if o.lat > bound {
+			settledAt = o.at
+		}
+		if o.lat > worst {
+			worst, worstAt = o.lat, o.at
+		}
+	}
+	return settledAt, worst, worstAt
 }
 
 // read keeps when each saga's SagaEnded was read.
@@ -454,10 +470,10 @@ func (s *sagaRun) latencies(p *phase, skip time.Duration) (lat []time.Duration, 
 func (s *sagaRun) p99All(p *phase) time.Duration {
 	lat, done, n := s.latencies(p, settle)
 	for range n - done {
-		lat = append(lat, time.Duration(math.MaxInt64))
+		lat = append(lat, never)
 	}
 	if len(lat) == 0 {
-		return time.Duration(math.MaxInt64)
+		return never
 	}
 	return q(lat, 0.99)
 }
@@ -470,7 +486,7 @@ func q(lat []time.Duration, p float64) time.Duration {
 func msf(d time.Duration) float64 { return math.Round(float64(d)/float64(time.Microsecond)) / 1000 }
 
 func msOrNever(d time.Duration) string {
-	if d == time.Duration(math.MaxInt64) {
+	if d == never {
 		return "not all completed"
 	}
 	return ms(d)

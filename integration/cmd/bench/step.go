@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // stepBench runs the counting step (integration/cmd/countstep, as its own
@@ -73,6 +76,18 @@ func (b *bench) runCountstep(ctx context.Context, name, guarantee, input string,
 	err = rd.wait()
 	m.finish()
 	stats := p.scrape(ctx)
+	if err == nil {
+		// Every output is readable: the group's committed offsets should
+		// reach the input's end within a commit or two.
+		lag, lerr := b.committedLag(ctx, app+".count", input, 5*time.Second)
+		switch {
+		case lerr != nil:
+			fmt.Fprintf(os.Stderr, "bench: %s: committed offsets: %v\n", name, lerr)
+		case lag > 0:
+			stats.lag = lag
+			fmt.Fprintf(os.Stderr, "bench: %s: WARNING: 5 s after its last output, the group's committed offsets are %d records behind the input's end\n", name, lag)
+		}
+	}
 	if serr := p.stop(); err != nil || serr != nil {
 		return stepResult{}, errors.Join(err, serr)
 	}
@@ -83,6 +98,7 @@ func (b *bench) runCountstep(ctx context.Context, name, guarantee, input string,
 		b.record(name, "handler_calls_per_commit", stats.handlerCalls/stats.commits, "calls", params)
 		b.record(name, "commit_time_mean", 1000*stats.commitSeconds/stats.commits, "ms", params)
 		b.record(name, "transaction_aborts", stats.aborts, "count", params)
+		b.record(name, "committed_offsets_behind_input_5s_after_last_output", float64(stats.lag), "records", params)
 	}
 	return stepResult{rate: rd.rate, usage: usageOf(m, rd, n), stats: stats}, nil
 }
@@ -169,4 +185,39 @@ func profileLines(out string) []string {
 		lines = append(lines, l)
 	}
 	return lines
+}
+
+// committedLag waits up to wait for group's committed offsets on topic to
+// reach its end offsets, and returns how many records they are behind.
+func (b *bench) committedLag(ctx context.Context, group, topic string, wait time.Duration) (int64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.brokers...))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	deadline := time.Now().Add(wait)
+	for {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			return 0, err
+		}
+		committed, err := adm.FetchOffsets(ctx, group)
+		if err != nil {
+			return 0, err
+		}
+		var lag int64
+		ends.Each(func(e kadm.ListedOffset) {
+			c, ok := committed.Lookup(topic, e.Partition)
+			at := int64(0)
+			if ok && c.At >= 0 {
+				at = c.At
+			}
+			lag += max(e.Offset-at, 0)
+		})
+		if lag == 0 || time.Now().After(deadline) {
+			return lag, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -371,4 +372,32 @@ func (s stepStats) String() string {
 		out += fmt.Sprintf("; committed offsets %d records behind the input 5 s after the last output", s.lag)
 	}
 	return out
+}
+
+// saveHeap writes the step's heap profile (/debug/pprof/heap) to path.
+func (p *stepProc) saveHeap(ctx context.Context, path string) error {
+	p.mu.Lock()
+	u := p.metrics
+	p.mu.Unlock()
+	if u == "" {
+		return errors.New("no metrics listener")
+	}
+	u = strings.TrimSuffix(u, "/metrics") + "/debug/pprof/heap"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
 }

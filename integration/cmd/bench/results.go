@@ -106,7 +106,7 @@ type results struct {
 	} `json:"versions"`
 	Params  map[string]any      `json:"params"`
 	Figures []figure            `json:"figures"`
-	Profile map[string][]string `json:"step_eos_cpu_profile_top15,omitempty"`
+	Profile map[string][]string `json:"step_eos_profile_top,omitempty"`
 	Table   string              `json:"table_markdown"`
 }
 

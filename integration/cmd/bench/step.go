@@ -25,11 +25,7 @@ func (b *bench) stepBench(ctx context.Context, eos, profile bool) error {
 	if eos {
 		name, g = "step-eos", "exactly_once"
 	}
-	var extra []string
-	if profile {
-		extra = append(extra, "--cpuprofile", b.profile)
-	}
-	res, err := b.runCountstep(ctx, name, g, b.input, b.events, extra...)
+	res, err := b.runCountstep(ctx, name, g, b.input, b.events, profile)
 	if err != nil {
 		return err
 	}
@@ -47,7 +43,9 @@ type stepResult struct {
 // runCountstep runs countstep over n records of input until its n outputs
 // are readable, and measures its rate (from the outputs' append times) and
 // its CPU between its first and its last output.
-func (b *bench) runCountstep(ctx context.Context, name, guarantee, input string, n int, extra ...string) (stepResult, error) {
+// With profile, it writes the step's CPU profile to b.profile and its heap
+// profile, taken once the outputs are in, beside it.
+func (b *bench) runCountstep(ctx context.Context, name, guarantee, input string, n int, profile bool, extra ...string) (stepResult, error) {
 	bin, err := b.countstep.build(ctx, b.tmp)
 	if err != nil {
 		return stepResult{}, err
@@ -67,6 +65,9 @@ func (b *bench) runCountstep(ctx context.Context, name, guarantee, input string,
 		"--state-dir", filepath.Join(dir, "state"), "--guarantee", guarantee, "--log-level", "warn",
 	}, extra...)
 	args = append(args, strings.Fields(b.stepArgs)...)
+	if profile {
+		args = append(args, "--cpuprofile", b.profile)
+	}
 	rd := b.readOutput(ctx, out, n, 5*time.Minute)
 	p, err := startStep(bin, args...)
 	if err != nil {
@@ -76,6 +77,11 @@ func (b *bench) runCountstep(ctx context.Context, name, guarantee, input string,
 	err = rd.wait()
 	m.finish()
 	stats := p.scrape(ctx)
+	if profile && err == nil {
+		if herr := p.saveHeap(ctx, b.heapProfile()); herr != nil {
+			fmt.Fprintf(os.Stderr, "bench: %s: heap profile: %v\n", name, herr)
+		}
+	}
 	if err == nil {
 		// Every output is readable: the group's committed offsets should
 		// reach the input's end within a commit or two.
@@ -122,7 +128,7 @@ func (b *bench) stepIOBench(ctx context.Context, eos bool, concurrency int) erro
 	if err != nil {
 		return err
 	}
-	res, err := b.runCountstep(ctx, name, g, input, n, "--handler-delay", handlerDelay.String(), "--concurrency", strconv.Itoa(concurrency))
+	res, err := b.runCountstep(ctx, name, g, input, n, false, "--handler-delay", handlerDelay.String(), "--concurrency", strconv.Itoa(concurrency))
 	if err != nil {
 		return err
 	}
@@ -153,24 +159,38 @@ func (b *bench) ioInput(ctx context.Context, n int) (string, error) {
 	return t, nil
 }
 
+func (b *bench) heapProfile() string {
+	return strings.TrimSuffix(b.profile, ".cpu.pprof") + ".heap.pprof"
+}
+
 // profileTop prints the top 15 functions of the step's CPU profile (by
-// flat time, and by cumulative time) and keeps them for the results.
+// flat time, and by cumulative time), and the top 10 of its heap (in use
+// once its outputs were in, and allocated over the run), and keeps them for
+// the results.
 func (b *bench) profileTop(ctx context.Context) error {
 	if _, err := os.Stat(b.profile); err != nil {
 		return fmt.Errorf("no CPU profile of step-eos: %w", err)
 	}
-	for _, by := range []string{"flat", "cum"} {
-		args := []string{"tool", "pprof", "-top", "-nodecount=15"}
-		if by == "cum" {
-			args = append(args, "-cum")
+	for _, v := range []struct {
+		key, file string
+		args      []string
+	}{
+		{"cpu_flat", b.profile, []string{"-nodecount=15"}},
+		{"cpu_cum", b.profile, []string{"-nodecount=15", "-cum"}},
+		{"heap_inuse_space", b.heapProfile(), []string{"-nodecount=10", "-sample_index=inuse_space"}},
+		{"heap_alloc_space", b.heapProfile(), []string{"-nodecount=10", "-sample_index=alloc_space"}},
+	} {
+		if _, err := os.Stat(v.file); err != nil {
+			continue
 		}
-		out, err := exec.CommandContext(ctx, "go", append(args, b.profile)...).Output()
+		args := append(append([]string{"tool", "pprof", "-top"}, v.args...), v.file)
+		out, err := exec.CommandContext(ctx, "go", args...).Output()
 		if err != nil {
-			return fmt.Errorf("go tool pprof: %w", err)
+			return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
 		}
 		lines := profileLines(string(out))
-		fmt.Fprintf(os.Stderr, "bench: step-eos CPU profile (%s), top 15 by %s:\n%s\n", b.profile, by, strings.Join(lines, "\n"))
-		b.profileTops[by] = lines
+		fmt.Fprintf(os.Stderr, "bench: step-eos profile, top by %s (%s):\n%s\n", v.key, v.file, strings.Join(lines, "\n"))
+		b.profileTops[v.key] = lines
 	}
 	return nil
 }

@@ -5,7 +5,10 @@
 // metrics on --http. --fail-keys makes its handler fail for some instances
 // (a "bug" that a restart without the flag "fixes"), and --flaky-keys fail
 // the first two runs of each of their Ticks (a dependency that recovers),
-// for the recovery tests; --retry-* set its retry policy.
+// for the recovery tests; --retry-* set its retry policy. For the
+// benchmark, --handler-delay makes each call wait as a call to a service
+// would, --cpuprofile writes a CPU profile of the run, and the metrics
+// listener also serves /debug/pprof/.
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -131,7 +135,12 @@ func run() error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "countstep: metrics on http://%s/metrics\n", ln.Addr())
-	srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// The profiles, for the benchmark (go tool pprof http://ADDR/debug/pprof/heap).
+	mux.HandleFunc("/debug/pprof/", httppprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 

@@ -112,7 +112,8 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		case err != nil:
 			c.txn.Discard()
 			if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
-				return fmt.Errorf("end transaction: %w (another process took over this step's transactional id: two processes on one state dir, or a copied one? give each its own --state-dir)", err)
+				rt.m.aborts.Inc()
+				return &sessionLost{err: errors.Join(err, prodErr)}
 			}
 			return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
 		case prodErr != nil:

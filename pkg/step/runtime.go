@@ -258,16 +258,54 @@ func (rt *Runtime) Run(ctx context.Context) (err error) {
 		Dur("commit_interval", rt.cfg.CommitInterval).Int("concurrency", rt.cfg.Concurrency).
 		Dur("handler_timeout", rt.cfg.HandlerTimeout).Msg("step running")
 
-	if rt.cfg.Guarantee == ExactlyOnce {
-		err = rt.runExactlyOnce(ctx)
-	} else {
-		err = rt.runAtLeastOnce(ctx)
+	var lost []time.Time // when the transactional session was lost, recently
+	for {
+		if rt.cfg.Guarantee == ExactlyOnce {
+			err = rt.runExactlyOnce(ctx)
+		} else {
+			err = rt.runAtLeastOnce(ctx)
+		}
+		var sl *sessionLost
+		if !errors.As(err, &sl) || ctx.Err() != nil {
+			break
+		}
+		// The broker ended the transaction under us (it outlived the
+		// transaction timeout while a broker failed over, or the
+		// coordinator moved): rejoin with a new session, as a restart
+		// would, but without one. Three times in five minutes is not
+		// a failover: give up with what it says.
+		now := time.Now()
+		lost = append(slices.DeleteFunc(lost, func(t time.Time) bool { return now.Sub(t) > 5*time.Minute }), now)
+		if len(lost) > 3 {
+			err = sl.fatal()
+			break
+		}
+		rt.log.Warn().Err(sl.err).Int("times_in_5m", len(lost)).Msg("transaction state lost; leaving the group and joining again with a new session (state stays; partitions restore what they missed)")
+		rt.shutdown()
+		rt.joined.Store(false)
+		rt.carry = nil
+		if err = rt.connect(); err != nil {
+			break
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("step %s: %w", rt.def.group(), err)
 	}
 	rt.log.Info().Msg("step stopped")
 	return nil
+}
+
+// sessionLost is an end of transaction that the broker refused because
+// the producer's epoch moved on: the transaction timed out on the broker,
+// or another process took the transactional id. Run rejoins on the first,
+// and fails on the second (it keeps coming back).
+type sessionLost struct{ err error }
+
+func (e *sessionLost) Error() string { return "end transaction: " + e.err.Error() }
+func (e *sessionLost) Unwrap() error { return e.err }
+
+func (e *sessionLost) fatal() error {
+	return fmt.Errorf("end transaction: %w (the transactional id keeps being fenced: two processes on one state dir, or a copied one? give each its own --state-dir)", e.err)
 }
 
 // prepare checks and creates topics and picks the group protocol.

@@ -2,13 +2,10 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,97 +147,29 @@ func TestRunbookRealKafka(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type expectation struct {
-		cmd           string
-		code          int
-		want          []string
-		before, after func()
-		wait          bool
-	}
-	var p, n string
-	steps := []expectation{
-		{cmd: `./troupe produce --type OrderPlaced --data '{"orderId":"o-err","customerId":"c-1", "amountCents":1200,"currency":"EUR","items":[{"sku":"ERR-CLOCK","quantity":1}], "shipTo":{"name":"Ada","line1":"1 Main St","city":"London","country":"GB"}, "placedAt":"2026-11-23T12:00:00Z"}'`,
-			want: []string{"key o-err to orders partition"}},
-		{cmd: "troupe saga get o-err", want: []string{`"deadLetters"`, `"step": "inventory"`}, wait: true},
-		{cmd: "troupe dlq list --step inventory", want: []string{"o-err", "PaymentAuthorized", "warehouse system unavailable", "1 outstanding"}},
-		{cmd: "troupe dlq show --step inventory --partition P --offset N", want: []string{"step: inventory", "ERR-CLOCK"}},
-		{cmd: "troupe dlq list --coordinator order-fulfillment", want: []string{"orders.saga.order-fulfillment.dlq is empty"}},
-		{cmd: "troupe dlq replay --step inventory --partition P --offset N --dry-run", want: []string{"would replay", "dry run: 1 dead letter(s)"}},
-		{cmd: "troupe dlq discard --step inventory --partition P --offset N", want: []string{"discarded 1 dead letter(s) of step inventory"}},
-		{cmd: "troupe dlq discard --step inventory --partition P --offset N", want: []string{"nothing written", "settled already: discarded"}},
-		{cmd: "troupe dlq replay --step inventory --all --dry-run", want: []string{"are settled already"}},
+	steps := []runbook.Step{
+		{Cmd: `./troupe produce --type OrderPlaced --data '{"orderId":"o-err","customerId":"c-1", "amountCents":1200,"currency":"EUR","items":[{"sku":"ERR-CLOCK","quantity":1}], "shipTo":{"name":"Ada","line1":"1 Main St","city":"London","country":"GB"}, "placedAt":"2026-11-23T12:00:00Z"}'`,
+			Want: []string{"key o-err to orders partition"}},
+		{Cmd: "troupe saga get o-err", Want: []string{`"deadLetters"`, `"step": "inventory"`}, Wait: 90 * time.Second},
+		{Cmd: "troupe dlq list --step inventory", Want: []string{"o-err", "PaymentAuthorized", "warehouse system unavailable", "1 outstanding"}},
+		{Cmd: "troupe dlq show --step inventory --partition P --offset N", Want: []string{"step: inventory", "ERR-CLOCK"}},
+		{Cmd: "troupe dlq list --coordinator order-fulfillment", Want: []string{"orders.saga.order-fulfillment.dlq is empty"}},
+		{Cmd: "troupe dlq replay --step inventory --partition P --offset N --dry-run", Want: []string{"would replay", "dry run: 1 dead letter(s)"}},
+		{Cmd: "troupe dlq discard --step inventory --partition P --offset N", Want: []string{"discarded 1 dead letter(s) of step inventory"}},
+		{Cmd: "troupe dlq discard --step inventory --partition P --offset N", Want: []string{"nothing written", "settled already: discarded"}},
+		{Cmd: "troupe dlq replay --step inventory --all --dry-run", Want: []string{"are settled already"}},
 		// "stop the step's replicas, then ...": here the group is empty.
-		{cmd: "troupe replay --topic orders --group orders.payment --from-time -1h --dry-run", want: []string{"dry run: would rewind group orders.payment on orders"},
-			before: func() { stop("payment") }, after: func() { startStep("payment") }, wait: true},
-		{cmd: "troupe topics create orders-audit", want: []string{"created topic orders-audit with 8 partitions"}},
-		{cmd: "troupe replay --topic orders --from-time -1h --to-topic orders-audit", want: []string{"copied ", "records kept their partition numbers"}},
+		{Cmd: "troupe replay --topic orders --group orders.payment --from-time -1h --dry-run", Want: []string{"dry run: would rewind group orders.payment on orders"},
+			Before: func() { stop("payment") }, After: func() { startStep("payment") }, Wait: 90 * time.Second},
+		{Cmd: "troupe topics create orders-audit", Want: []string{"created topic orders-audit with 8 partitions"}},
+		{Cmd: "troupe replay --topic orders --from-time -1h --to-topic orders-audit", Want: []string{"copied ", "records kept their partition numbers"}},
 		// "stop the process, then ...": troupe run's default state dir.
-		{cmd: "troupe state rebuild --step payment", want: []string{"rebuilt .troupe/state/orders.payment from orders.payment.changelog: 8 partitions"},
-			before: func() { stop("payment") }, after: func() { startStep("payment") }},
+		{Cmd: "troupe state rebuild --step payment", Want: []string{"rebuilt .troupe/state/orders.payment from orders.payment.changelog: 8 partitions"},
+			Before: func() { stop("payment") }, After: func() { startStep("payment") }},
 		// On troupe dev only: here there is no dev data to open.
-		{cmd: "troupe state rebuild --step payment --dev", code: 2, want: []string{"holds no troupe dev broker data"}},
+		{Cmd: "troupe state rebuild --step payment --dev", Code: 2, Want: []string{"holds no troupe dev broker data"}},
 	}
-	var got []string
-	for _, s := range steps {
-		got = append(got, s.cmd)
-	}
-	if d := runbook.Diff(cmds, got); d != "" {
-		t.Fatal(d)
-	}
-	for _, s := range steps {
-		if s.before != nil {
-			s.before()
-		}
-		args, err := runbook.Words(s.cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, a := range args {
-			switch a {
-			case "P":
-				args[i] = p
-			case "N":
-				args[i] = n
-			}
-		}
-		check := func() (string, string) {
-			out, code := run(args...)
-			var miss []string
-			for _, w := range s.want {
-				if !strings.Contains(out, w) {
-					miss = append(miss, w)
-				}
-			}
-			if code != s.code || len(miss) > 0 {
-				return out, fmt.Sprintf("exit %d (want %d), missing %q", code, s.code, miss)
-			}
-			return out, ""
-		}
-		out, problem := check()
-		for deadline := time.Now().Add(90 * time.Second); s.wait && problem != "" && time.Now().Before(deadline); {
-			time.Sleep(time.Second)
-			out, problem = check()
-		}
-		if problem != "" {
-			t.Fatalf("runbook: %s: %s\n%s", s.cmd, problem, out)
-		}
-		t.Logf("$ %s\n%s", s.cmd, out)
-		if strings.HasPrefix(s.cmd, "troupe saga get") {
-			var inst struct {
-				DeadLetters []struct {
-					Partition int32 `json:"partition"`
-					Offset    int64 `json:"offset"`
-				} `json:"deadLetters"`
-			}
-			if err := json.Unmarshal([]byte(out), &inst); err != nil || len(inst.DeadLetters) != 1 {
-				t.Fatalf("saga get o-err: %v, %d dead letters:\n%s", err, len(inst.DeadLetters), out)
-			}
-			p, n = strconv.Itoa(int(inst.DeadLetters[0].Partition)), strconv.FormatInt(inst.DeadLetters[0].Offset, 10)
-		}
-		if s.after != nil {
-			s.after()
-		}
-	}
+	runbook.Run(t, cmds, steps, run)
 }
 
 type runbookProc struct {

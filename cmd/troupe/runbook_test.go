@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,39 +33,53 @@ func TestRunbook(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// What each command must do, in the README's order. P and N are the
-	// dead letter's partition and offset, which saga get tells.
-	type expectation struct {
-		cmd  string
-		code int
-		want []string
-		// before runs first (e.g. stop dev); wait repeats the command
-		// until it passes (the dead letter takes a few seconds).
-		before func()
-		wait   bool
-	}
 	dir := t.TempDir()
 	copyDir(t, "../../topology", filepath.Join(dir, "topology"))
 	bin := buildTroupe(t, dir)
 	d := startDev(t, bin, dir)
-	var p, n string
-	steps := []expectation{
-		{cmd: `./troupe produce --type OrderPlaced --data '{"orderId":"o-err","customerId":"c-1", "amountCents":1200,"currency":"EUR","items":[{"sku":"ERR-CLOCK","quantity":1}], "shipTo":{"name":"Ada","line1":"1 Main St","city":"London","country":"GB"}, "placedAt":"2026-11-23T12:00:00Z"}'`,
-			want: []string{"produced troupe.example.orders.OrderPlaced key o-err to orders partition"}},
-		{cmd: "troupe saga get o-err", want: []string{`"deadLetters"`, `"step": "inventory"`}, wait: true},
-		{cmd: "troupe dlq list --step inventory", want: []string{"o-err", "PaymentAuthorized", "warehouse system unavailable", "1 outstanding"}},
-		{cmd: "troupe dlq show --step inventory --partition P --offset N", want: []string{"step: inventory", "ERR-CLOCK", "neither replayed nor discarded yet"}},
-		{cmd: "troupe dlq list --coordinator order-fulfillment", want: []string{"orders.saga.order-fulfillment.dlq is empty"}},
-		{cmd: "troupe dlq replay --step inventory --partition P --offset N --dry-run", want: []string{"would replay", "dry run: 1 dead letter(s) of step inventory selected"}},
-		{cmd: "troupe dlq discard --step inventory --partition P --offset N", want: []string{"discarded ", "discarded 1 dead letter(s) of step inventory into orders.inventory.retry"}},
-		{cmd: "troupe dlq discard --step inventory --partition P --offset N", want: []string{"nothing written", "settled already: discarded at"}},
-		{cmd: "troupe dlq replay --step inventory --all --dry-run", want: []string{"nothing to replay: the 1 selected dead letter(s) of step inventory are settled already"}},
-		{cmd: "troupe replay --topic orders --group orders.payment --from-time -1h --dry-run", code: exitUsage, want: []string{"group orders.payment is Stable", "live member", "stop every consumer of the group"}},
-		{cmd: "troupe topics create orders-audit", want: []string{"created topic orders-audit with 8 partitions"}},
-		{cmd: "troupe replay --topic orders --from-time -1h --to-topic orders-audit", want: []string{"copied ", "to orders-audit", "kept their partition numbers"}},
-		{cmd: "troupe state rebuild --step payment", code: exitFailure, want: []string{"state dir .troupe/state/orders.payment is in use by a running process (stop the step first)"}},
-		{cmd: "troupe state rebuild --step payment --dev", want: []string{"rebuilt .troupe/state/orders.payment from orders.payment.changelog: 8 partitions"},
-			before: func() {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- troupe dev (last lines):\n%s", tail(d.log.String(), 30))
+		}
+	})
+	// What each command must do, in the README's order. P and N are the
+	// dead letter's partition and offset, which saga get tells.
+	steps := []runbook.Step{
+		{Cmd: `./troupe produce --type OrderPlaced --data '{"orderId":"o-err","customerId":"c-1", "amountCents":1200,"currency":"EUR","items":[{"sku":"ERR-CLOCK","quantity":1}], "shipTo":{"name":"Ada","line1":"1 Main St","city":"London","country":"GB"}, "placedAt":"2026-11-23T12:00:00Z"}'`,
+			Want: []string{"produced troupe.example.orders.OrderPlaced key o-err to orders partition"}},
+		{Cmd: "troupe saga get o-err", Want: []string{`"deadLetters"`, `"step": "inventory"`}, Wait: 60 * time.Second},
+		{Cmd: "troupe dlq list --step inventory", Want: []string{"o-err", "PaymentAuthorized", "warehouse system unavailable", "1 outstanding"},
+			After: func() {
+				// The UI's dead-letter card reads the same, the
+				// coordinator's DLQ included.
+				var dl struct {
+					Steps []struct {
+						Step        string `json:"step"`
+						Outstanding int    `json:"outstanding"`
+					} `json:"steps"`
+				}
+				resp, err := http.Get(d.http + "/api/deadletters")
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = json.NewDecoder(resp.Body).Decode(&dl)
+				resp.Body.Close()
+				if err != nil || fmt.Sprint(dl.Steps) != "[{payment 0} {inventory 1} {shipping 0} {saga.order-fulfillment 0}]" {
+					t.Errorf("GET /api/deadletters: %v, %v; want inventory 1 outstanding and the coordinator listed", err, dl.Steps)
+				}
+			}},
+		{Cmd: "troupe dlq show --step inventory --partition P --offset N", Want: []string{"step: inventory", "ERR-CLOCK", "neither replayed nor discarded yet"}},
+		{Cmd: "troupe dlq list --coordinator order-fulfillment", Want: []string{"orders.saga.order-fulfillment.dlq is empty"}},
+		{Cmd: "troupe dlq replay --step inventory --partition P --offset N --dry-run", Want: []string{"would replay", "dry run: 1 dead letter(s) of step inventory selected"}},
+		{Cmd: "troupe dlq discard --step inventory --partition P --offset N", Want: []string{"discarded ", "discarded 1 dead letter(s) of step inventory into orders.inventory.retry"}},
+		{Cmd: "troupe dlq discard --step inventory --partition P --offset N", Want: []string{"nothing written", "settled already: discarded at"}},
+		{Cmd: "troupe dlq replay --step inventory --all --dry-run", Want: []string{"nothing to replay: the 1 selected dead letter(s) of step inventory are settled already"}},
+		{Cmd: "troupe replay --topic orders --group orders.payment --from-time -1h --dry-run", Code: exitUsage, Want: []string{"group orders.payment is Stable", "live member", "stop every consumer of the group"}},
+		{Cmd: "troupe topics create orders-audit", Want: []string{"created topic orders-audit with 8 partitions"}},
+		{Cmd: "troupe replay --topic orders --from-time -1h --to-topic orders-audit", Want: []string{"copied ", "to orders-audit", "kept their partition numbers"}},
+		{Cmd: "troupe state rebuild --step payment", Code: exitFailure, Want: []string{"state dir .troupe/state/orders.payment is in use by a running process (stop the step first)"}},
+		{Cmd: "troupe state rebuild --step payment --dev", Want: []string{"rebuilt .troupe/state/orders.payment from orders.payment.changelog: 8 partitions"},
+			Before: func() {
 				// While dev runs, --dev refuses; then dev is stopped as the
 				// README says.
 				out, code := d.run(t, "state", "rebuild", "--step", "payment", "--dev")
@@ -78,86 +89,7 @@ func TestRunbook(t *testing.T) {
 				d.stop(t)
 			}},
 	}
-
-	var got []string
-	for _, s := range steps {
-		got = append(got, s.cmd)
-	}
-	if d := runbook.Diff(cmds, got); d != "" {
-		t.Fatal(d)
-	}
-
-	for _, s := range steps {
-		if s.before != nil {
-			s.before()
-		}
-		args, err := runbook.Words(s.cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, a := range args {
-			switch a {
-			case "P":
-				args[i] = p
-			case "N":
-				args[i] = n
-			}
-		}
-		check := func() (string, int, string) {
-			out, code := d.run(t, args...)
-			var miss []string
-			for _, w := range s.want {
-				if !strings.Contains(out, w) {
-					miss = append(miss, w)
-				}
-			}
-			if code != s.code || len(miss) > 0 {
-				return out, code, fmt.Sprintf("exit %d (want %d), missing %q", code, s.code, miss)
-			}
-			return out, code, ""
-		}
-		out, _, problem := check()
-		for deadline := time.Now().Add(60 * time.Second); s.wait && problem != "" && time.Now().Before(deadline); {
-			time.Sleep(500 * time.Millisecond)
-			out, _, problem = check()
-		}
-		if problem != "" {
-			t.Fatalf("runbook: %s: %s\n%s\n--- troupe dev (last lines):\n%s", s.cmd, problem, out, tail(d.log.String(), 30))
-		}
-		t.Logf("$ %s\n%s", s.cmd, out)
-		if s.cmd == "troupe dlq list --step inventory" {
-			// The UI's dead-letter card reads the same, the coordinator's
-			// DLQ included.
-			var dl struct {
-				Steps []struct {
-					Step        string `json:"step"`
-					Outstanding int    `json:"outstanding"`
-				} `json:"steps"`
-			}
-			resp, err := http.Get(d.http + "/api/deadletters")
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = json.NewDecoder(resp.Body).Decode(&dl)
-			resp.Body.Close()
-			if err != nil || fmt.Sprint(dl.Steps) != "[{payment 0} {inventory 1} {shipping 0} {saga.order-fulfillment 0}]" {
-				t.Errorf("GET /api/deadletters: %v, %v; want inventory 1 outstanding and the coordinator listed", err, dl.Steps)
-			}
-		}
-		if strings.HasPrefix(s.cmd, "troupe saga get") {
-			var inst struct {
-				DeadLetters []struct {
-					Step      string `json:"step"`
-					Partition int32  `json:"partition"`
-					Offset    int64  `json:"offset"`
-				} `json:"deadLetters"`
-			}
-			if err := json.Unmarshal([]byte(out), &inst); err != nil || len(inst.DeadLetters) != 1 {
-				t.Fatalf("saga get o-err: %v, %d dead letters:\n%s", err, len(inst.DeadLetters), out)
-			}
-			p, n = strconv.Itoa(int(inst.DeadLetters[0].Partition)), strconv.FormatInt(inst.DeadLetters[0].Offset, 10)
-		}
-	}
+	runbook.Run(t, cmds, steps, func(args ...string) (string, int) { return d.run(t, args...) })
 
 	// make run again: the rebuilt store is taken, and the stack is ready.
 	d = startDev(t, bin, dir)
@@ -198,32 +130,14 @@ type devProc struct {
 	env      []string
 	http     string
 	cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *lockedBuffer
 	done     chan error
-}
-
-// syncBuffer is a bytes.Buffer that the process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func startDev(t *testing.T, bin, dir string) *devProc {
 	t.Helper()
-	kafkaPort, regPort, httpAddr := freePortOf(t), freePortOf(t), "127.0.0.1:"+strconv.Itoa(freePortOf(t))
-	d := &devProc{bin: bin, dir: dir, http: "http://" + httpAddr, log: &syncBuffer{}, done: make(chan error, 1)}
+	kafkaPort, regPort, httpAddr := freeTCPPort(t), freeTCPPort(t), "127.0.0.1:"+strconv.Itoa(freeTCPPort(t))
+	d := &devProc{bin: bin, dir: dir, http: "http://" + httpAddr, log: &lockedBuffer{}, done: make(chan error, 1)}
 	d.env = append(os.Environ(),
 		"TROUPE_BROKERS=127.0.0.1:"+strconv.Itoa(kafkaPort),
 		"TROUPE_REGISTRY_URL=http://127.0.0.1:"+strconv.Itoa(regPort),
@@ -296,16 +210,6 @@ func (d *devProc) stop(t *testing.T) {
 		<-d.done
 		t.Errorf("troupe dev did not stop within 30 s of Ctrl-C\n%s", tail(d.log.String(), 30))
 	}
-}
-
-func freePortOf(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func tail(s string, n int) string {

@@ -6,11 +6,15 @@
 package runbook
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
+	"testing"
+	"time"
 )
 
 // Section is the heading of the runbook in the README.
@@ -126,4 +130,104 @@ func Diff(readme, test []string) string {
 	}
 	return fmt.Sprintf("the README's runbook commands are not the ones the test runs: update the test with the README.\nREADME:\n  %s\ntest:\n  %s",
 		strings.Join(readme, "\n  "), strings.Join(test, "\n  "))
+}
+
+// Step is what one runbook command must do when a test runs it.
+type Step struct {
+	// Cmd is the command as the README has it; P and N stand for the dead
+	// letter's partition and offset, which the runbook's saga get tells.
+	Cmd string
+	// Code is the exit code it must end with, Want the substrings its
+	// output must hold.
+	Code int
+	Want []string
+	// Before runs first (e.g. stop the step), After once it passed (e.g.
+	// start it again).
+	Before, After func()
+	// Wait, when not 0, repeats the command until it passes, for at most
+	// that long (the dead letter takes a few seconds).
+	Wait time.Duration
+}
+
+// poll is how long Run sleeps between two tries of a step that waits.
+const poll = 500 * time.Millisecond
+
+// Run checks that steps are the commands cmds (Commands' of the README),
+// in order, then runs each with run (its words after troupe, P and N
+// replaced) and fails t at the first one that does not exit with its Code
+// or whose output lacks a Want, naming the command and what was missing.
+// After a `troupe saga get`, P and N are the one dead letter it lists.
+func Run(t testing.TB, cmds []string, steps []Step, run func(args ...string) (out string, code int)) {
+	t.Helper()
+	var got []string
+	for _, s := range steps {
+		got = append(got, s.Cmd)
+	}
+	if d := Diff(cmds, got); d != "" {
+		t.Fatal(d)
+	}
+	var p, n string
+	for _, s := range steps {
+		if s.Before != nil {
+			s.Before()
+		}
+		args, err := Words(s.Cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, a := range args {
+			switch a {
+			case "P":
+				args[i] = p
+			case "N":
+				args[i] = n
+			}
+		}
+		out, problem := check(s, args, run)
+		for deadline := time.Now().Add(s.Wait); problem != "" && time.Now().Before(deadline); {
+			time.Sleep(poll)
+			out, problem = check(s, args, run)
+		}
+		if problem != "" {
+			t.Fatalf("runbook: %s: %s\n%s", s.Cmd, problem, out)
+		}
+		t.Logf("$ %s\n%s", s.Cmd, out)
+		if strings.HasPrefix(s.Cmd, "troupe saga get") {
+			p, n = deadLetter(t, s.Cmd, out)
+		}
+		if s.After != nil {
+			s.After()
+		}
+	}
+}
+
+// check runs s once and says what is wrong with it, or "".
+func check(s Step, args []string, run func(args ...string) (string, int)) (string, string) {
+	out, code := run(args...)
+	var miss []string
+	for _, w := range s.Want {
+		if !strings.Contains(out, w) {
+			miss = append(miss, w)
+		}
+	}
+	if code != s.Code || len(miss) > 0 {
+		return out, fmt.Sprintf("exit %d (want %d), missing %q", code, s.Code, miss)
+	}
+	return out, ""
+}
+
+// deadLetter returns the partition and offset of the one dead letter that
+// saga get's output lists.
+func deadLetter(t testing.TB, cmd, out string) (p, n string) {
+	t.Helper()
+	var inst struct {
+		DeadLetters []struct {
+			Partition int32 `json:"partition"`
+			Offset    int64 `json:"offset"`
+		} `json:"deadLetters"`
+	}
+	if err := json.Unmarshal([]byte(out), &inst); err != nil || len(inst.DeadLetters) != 1 {
+		t.Fatalf("%s: %v, %d dead letters:\n%s", strings.TrimPrefix(cmd, "troupe "), err, len(inst.DeadLetters), out)
+	}
+	return strconv.Itoa(int(inst.DeadLetters[0].Partition)), strconv.FormatInt(inst.DeadLetters[0].Offset, 10)
 }

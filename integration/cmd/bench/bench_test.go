@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +105,15 @@ func TestSettling(t *testing.T) {
 		if settled != c.settled || worst != c.worst || worstAt != c.worstAt {
 			t.Errorf("%s: settling = %s, %s at %s; want %s, %s at %s", c.name, settled, worst, worstAt, c.settled, c.worst, c.worstAt)
 		}
+	}
+}
+
+func TestBySecond(t *testing.T) {
+	ms := time.Millisecond
+	got := bySecond([]sent{{0, 10 * ms}, {500 * ms, 30 * ms}, {900 * ms, 20 * ms}, {2100 * ms, never}})
+	want := []bucket{{20 * ms, 30 * ms}, {never, never}, {never, never}}
+	if !slices.Equal(got, want) {
+		t.Errorf("bySecond = %v, want %v", got, want)
 	}
 }
 

@@ -288,6 +288,18 @@ func (b *bench) sagaBench(ctx context.Context, eos bool) error {
 		}
 		s.mu.Unlock()
 		settledAt, worst, worstAt := settling(ws, bound)
+		var bySec []string
+		for i, bk := range bySecond(ws) {
+			bySec = append(bySec, fmt.Sprintf("%d s: p50 %s max %s", i, msOrNever(bk.p50), msOrNever(bk.max)))
+			sp := map[string]any{"guarantee": gflag, "second_after_ready": i}
+			if bk.max != never {
+				b.record(name+"-warmup", "latency_max_by_second", msf(bk.max), "ms", sp)
+			}
+			if bk.p50 != never {
+				b.record(name+"-warmup", "latency_p50_by_second", msf(bk.p50), "ms", sp)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s warm-up, by second of sending after ready: %s\n", name, strings.Join(bySec, " · "))
 		worstS := ms(worst)
 		if worst == never {
 			worstS = "did not complete"
@@ -359,6 +371,31 @@ func settling(orders []sent, bound time.Duration) (settledAt, worst, worstAt tim
 		}
 	}
 	return settledAt, worst, worstAt
+}
+
+// bucket is the latency of the orders sent in one second.
+type bucket struct{ p50, max time.Duration }
+
+// bySecond groups orders by the second they were sent in.
+func bySecond(orders []sent) []bucket {
+	var lats [][]time.Duration
+	for _, o := range orders {
+		i := int(o.at / time.Second)
+		for len(lats) <= i {
+			lats = append(lats, nil)
+		}
+		lats[i] = append(lats[i], o.lat)
+	}
+	out := make([]bucket, len(lats))
+	for i, l := range lats {
+		if len(l) == 0 {
+			out[i] = bucket{never, never}
+			continue
+		}
+		slices.Sort(l)
+		out[i] = bucket{p50: q(l, 0.5), max: l[len(l)-1]}
+	}
+	return out
 }
 
 // read keeps when each saga's SagaEnded was read.

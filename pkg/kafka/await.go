@@ -144,14 +144,19 @@ func (v visibility) missing() []string {
 // within 3 s is down or unreachable and does not count this round.
 func describeOnEveryBroker(ctx context.Context, cl *kgo.Client, topics []string) (visibility, error) {
 	v := visibility{topics: topics, found: map[string]kmsg.MetadataResponseTopic{}, unaware: map[string][]int32{}}
-	req := kmsg.NewPtrMetadataRequest()
-	for _, t := range topics {
-		rt := kmsg.NewMetadataRequestTopic()
-		rt.Topic = kmsg.StringPtr(t)
-		req.Topics = append(req.Topics, rt)
+	// A request per broker: the client sets each one's version as it sends
+	// it, so one shared by concurrent requests would race.
+	newReq := func() *kmsg.MetadataRequest {
+		req := kmsg.NewPtrMetadataRequest()
+		for _, t := range topics {
+			rt := kmsg.NewMetadataRequestTopic()
+			rt.Topic = kmsg.StringPtr(t)
+			req.Topics = append(req.Topics, rt)
+		}
+		return req
 	}
 	// Any broker first: it lists the brokers to ask.
-	first, err := req.RequestWith(ctx, cl)
+	first, err := newReq().RequestWith(ctx, cl)
 	if err != nil {
 		v.nowhere = slices.Clone(topics)
 		return v, err
@@ -171,7 +176,7 @@ func describeOnEveryBroker(ctx context.Context, cl *kgo.Client, topics []string)
 			defer wg.Done()
 			bctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			defer cancel()
-			resp, err := cl.Broker(int(id)).Request(bctx, req)
+			resp, err := cl.Broker(int(id)).Request(bctx, newReq())
 			if err != nil {
 				return // down or unreachable: the others decide
 			}

@@ -101,7 +101,9 @@ type bench struct {
 	profileTops map[string][]string // its top functions, by flat and by cum
 	machineNote string
 	stepArgs    string
-	loadStart   string // /proc/loadavg when the run started
+	loadStart   string   // /proc/loadavg when the run started
+	commit      string   // the tree measured (see source)
+	dirty       []string // its files that differed, when the run started
 }
 
 func main() {
@@ -157,6 +159,7 @@ func run() error {
 	slices.Sort(b.sagaRates)
 	b.ioEvents = map[int]int{1: *ioSmall, 64: *ioBig, 0: *ioBig}
 	b.partitions = int32(*parts)
+	b.commit, b.dirty = source() // before the run: what go run built
 	tmp, err := os.MkdirTemp("", "troupe-bench-")
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -104,6 +105,12 @@ type results struct {
 		Kafka   string `json:"kafka"`
 		FranzGo string `json:"franz_go"`
 	} `json:"versions"`
+	// Source is the tree measured: its commit, and the files of pkg/ and
+	// integration/ that differed from it (others may be editing it).
+	Source struct {
+		Commit string   `json:"commit"`
+		Dirty  []string `json:"dirty,omitempty"`
+	} `json:"source"`
 	Params  map[string]any      `json:"params"`
 	Figures []figure            `json:"figures"`
 	Profile map[string][]string `json:"step_eos_profile_top,omitempty"`
@@ -122,6 +129,7 @@ func (b *bench) writeResults(path, kafkaVersion, table string) error {
 	r.Versions.Go = runtime.Version()
 	r.Versions.Kafka = kafkaVersion
 	r.Versions.FranzGo = moduleVersion("github.com/twmb/franz-go")
+	r.Source.Commit, r.Source.Dirty = b.commit, b.dirty
 	r.Params = map[string]any{
 		"events": b.events, "instances": b.instances, "partitions": b.partitions, "rounds": b.rounds,
 		"saga_rates": b.sagaRates, "saga_warmup_s": b.sagaWarm.Seconds(), "saga_phase_s": b.sagaFor.Seconds(),
@@ -180,4 +188,24 @@ func loadAvg() string {
 	}
 	f := strings.Fields(string(b))
 	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// source is the commit of the tree being measured and the files of pkg/
+// and integration/ that differ from it, from git (empty without it).
+func source() (commit string, dirty []string) {
+	out, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		return "", nil
+	}
+	commit = strings.TrimSpace(string(out))
+	out, err = exec.Command("git", "status", "--porcelain", "--", "pkg", "integration", "go.mod").Output()
+	if err != nil {
+		return commit, nil
+	}
+	for l := range strings.SplitSeq(strings.TrimRight(string(out), "\n"), "\n") {
+		if l != "" {
+			dirty = append(dirty, strings.TrimSpace(l))
+		}
+	}
+	return commit, dirty
 }

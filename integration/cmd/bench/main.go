@@ -459,14 +459,27 @@ func (b *bench) render() {
 func (b *bench) table(kafkaVersion string) string {
 	b.render()
 	var w bytes.Buffer
-	fmt.Fprintf(&w, "Measured by `make bench` on %s: %s, %d cores, %s RAM (load average %s at the start, %s at the end); %s; Apache Kafka %s (1 node, KRaft, on the same machine); franz-go %s; %d events over %d keys, %d partitions. Every figure is also in integration/bench/results/latest.json.\n\n",
-		time.Now().UTC().Format("2006-01-02"), cpuModel(), runtime.NumCPU(), memTotal(), b.loadStart, loadAvg(), runtime.Version(), kafkaVersion, moduleVersion("github.com/twmb/franz-go"), b.events, b.instances, b.partitions)
+	fmt.Fprintf(&w, "Measured by `make bench` on %s: %s, %d cores, %s RAM (load average %s at the start, %s at the end); %s; Apache Kafka %s (1 node, KRaft, on the same machine); franz-go %s; %d events over %d keys, %d partitions. Every figure is also in integration/bench/results/latest.json.%s\n\n",
+		time.Now().UTC().Format("2006-01-02"), cpuModel(), runtime.NumCPU(), memTotal(), b.loadStart, loadAvg(), runtime.Version(), kafkaVersion, moduleVersion("github.com/twmb/franz-go"), b.events, b.instances, b.partitions, sharedNote(b.loadStart))
 	fmt.Fprintln(&w, "| benchmark | figure | vs baseline | notes |")
 	fmt.Fprintln(&w, "|---|---|---|---|")
 	for _, r := range append(slices.Clone(b.rows), b.usageRows()...) {
 		fmt.Fprintf(&w, "| %s | %s | %s | %s |\n", r.name, r.figure, r.vs, strings.ReplaceAll(r.note, "|", "\\|"))
 	}
 	return w.String()
+}
+
+// sharedNote warns, when the load at the start exceeded the cores, that
+// other work shared the machine.
+func sharedNote(load string) string {
+	f := strings.Fields(load)
+	if len(f) == 0 {
+		return ""
+	}
+	if l, err := strconv.ParseFloat(f[0], 64); err != nil || l <= float64(runtime.NumCPU()) {
+		return ""
+	}
+	return " Other work shared the machine during the run (see the load): compare figures as ratios within this run, not with other runs."
 }
 
 const (

@@ -102,9 +102,14 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		prodErr := errors.Join(c.prodErr, flushErr)
 		c.mu.Unlock()
 		commit := !c.abort && c.failed == nil && prodErr == nil
-		committed, err := rt.sess.End(c.commitContext(ectx), kgo.TransactionEndTry(commit))
+		// An idle interval ends as an abort: there is nothing to commit,
+		// and franz-go ends a committing transaction without offsets by
+		// holding the session for 500 ms (for brokers without KIP-447),
+		// which made every quiet step's next record wait that long.
+		idle := commit && c.work == 0
+		committed, err := rt.sess.End(c.commitContext(ectx), kgo.TransactionEndTry(commit && !idle))
 		cancel()
-		if c.work > 0 || !committed {
+		if !idle {
 			rt.lastCommit = time.Since(start)
 			rt.m.commit.Observe(rt.lastCommit.Seconds())
 		}
@@ -127,6 +132,8 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 			if err := rt.produceFailing(prodErr); err != nil {
 				return err
 			}
+		case idle:
+			c.txn.Discard()
 		case !committed:
 			// Aborted: the session rewound to the committed offsets, and
 			// the records are fetched and handled again.

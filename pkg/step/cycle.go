@@ -154,7 +154,10 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 			}
 		}
 		if !committed || prodErr != nil {
-			rt.carry = nil // the session rewound to the committed offsets
+			// The session rewound the consumer to where it had polled at
+			// the last commit: what that commit carried over lies before
+			// it, and is carried again.
+			rt.carry = c.carried
 		}
 		if c.failed != nil {
 			rt.stopTask(c.failed.t, c.failed.err)

@@ -98,6 +98,8 @@ type sched struct {
 	done    chan *job     // finished handlers
 	closed  chan struct{} // closed at the end of the interval: late workers drop their result
 	pending int           // jobs admitted and not settled
+	// carried is what the interval took of Runtime.carry.
+	carried []carried
 	// maxPending bounds pending: enough lookahead to find other instances
 	// to run, few enough that what is left when admission ends (carried
 	// over to the next interval) stays small.
@@ -219,14 +221,16 @@ func (c *cycle) admit(fs kgo.Fetches) {
 }
 
 // admitCarried admits the records the last interval left unstarted,
-// before anything polled after them; those of partitions no longer active
-// are dropped (their next owner fetches them from the committed offset).
+// before anything polled after them; those of partitions revoked since are
+// dropped (their next owner, perhaps this process again, fetches them from
+// the committed offset). The interval keeps what it took: if it aborts,
+// the session rewinds the consumer only to where it polled, past these,
+// so they are carried again (see runExactlyOnce).
 func (c *cycle) admitCarried() {
-	carry := c.rt.carry
-	c.rt.carry = nil
-	for _, r := range carry {
-		t := c.rt.task(r.Partition)
-		if t == nil || t.state.Load() != taskActive {
+	c.carried, c.rt.carry = c.rt.carry, nil
+	for _, cr := range c.carried {
+		r := cr.r
+		if t := c.rt.task(r.Partition); t != cr.t || t.state.Load() != taskActive {
 			continue
 		}
 		tc := c.taskCycle(r.Partition)

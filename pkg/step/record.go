@@ -314,7 +314,9 @@ func (c *cycle) fail(j *job, err error) error {
 	attempt := t.retry.attempts[place] + 1
 	fv := decideFail(rt.cfg.Retry, failFacts{
 		attempt: attempt, permanent: IsPermanent(err),
-		shuttingDown: c.ctx.Err() != nil, partitionHeld: tc.stopped,
+		// A call cut short by shutdown or by its partition's revocation
+		// (its context ended) did not really fail.
+		shuttingDown: c.ctx.Err() != nil || t.ctx != nil && t.ctx.Err() != nil, partitionHeld: tc.stopped,
 	})
 	switch fv.kind {
 	case failAgain:

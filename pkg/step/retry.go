@@ -207,7 +207,7 @@ func (c *cycle) rewindFetch() {
 			delete(rw[topic], p)
 			for i, r := range in.recs {
 				if !in.settled[i] {
-					c.rt.carry = append(c.rt.carry, r)
+					c.rt.carry = append(c.rt.carry, carried{t: tc.t, r: r})
 				}
 			}
 		}

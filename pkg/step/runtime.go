@@ -70,10 +70,11 @@ type Runtime struct {
 	known map[string]bool
 	// warned is when each kind of producer warning was last logged.
 	warned map[string]time.Time
-	// carry holds the records the last interval fetched but did not start
-	// (admission ended first), in order, for the next interval to take
-	// before it polls. Loop only.
-	carry []*kgo.Record
+	// carry holds the records the last committed interval fetched but did
+	// not start (admission ended first), in order, for the next interval
+	// to take before it polls: the consumer is past them, so they must not
+	// be dropped until an interval settles them and commits. Loop only.
+	carry []carried
 	// work feeds the handler workers (exec.go).
 	work chan work
 
@@ -293,6 +294,15 @@ func (rt *Runtime) Run(ctx context.Context) (err error) {
 	}
 	rt.log.Info().Msg("step stopped")
 	return nil
+}
+
+// carried is a record carried over to the next interval, with the task it
+// was fetched for: if its partition was revoked (and perhaps assigned
+// again, as a new task that fetches from the committed offset), it is
+// dropped.
+type carried struct {
+	t *task
+	r *kgo.Record
 }
 
 // sessionLost is an end of transaction that the broker refused because

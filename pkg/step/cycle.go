@@ -107,7 +107,17 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		// holding the session for 500 ms (for brokers without KIP-447),
 		// which made every quiet step's next record wait that long.
 		idle := commit && c.work == 0
-		committed, err := rt.sess.End(c.commitContext(ectx), kgo.TransactionEndTry(commit && !idle))
+		var committed bool
+		var err error
+		if commit && !idle && !c.polled() {
+			// Timers only, no input: the same 500 ms would hold the loop
+			// (no offsets to commit). The transaction is ended on the
+			// client; what the session's End adds is aborting when a
+			// partition was revoked meanwhile, which endTimersOnly does.
+			committed, err = c.endTimersOnly(ectx)
+		} else {
+			committed, err = rt.sess.End(c.commitContext(ectx), kgo.TransactionEndTry(commit && !idle))
+		}
 		cancel()
 		if !idle {
 			rt.lastCommit = time.Since(start)
@@ -165,6 +175,37 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		rt.endInterval()
 	}
 	return nil
+}
+
+// polled reports whether the interval took any input record.
+func (c *cycle) polled() bool {
+	for _, tc := range c.tasks {
+		for _, in := range tc.inputs {
+			if len(in.recs) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// endTimersOnly ends an interval that fired timers but took no input, on
+// the client rather than the session: it commits unless a partition it
+// wrote to is no longer active (revoked or lost since it began; then the
+// next owner fires those timers). Its changelog records are produced
+// before this check, so a new owner restoring the partition waits for this
+// transaction (read_committed) and sees what it did.
+func (c *cycle) endTimersOnly(ctx context.Context) (bool, error) {
+	commit := true
+	for _, tc := range c.tasks {
+		if tc.t == nil || tc.t.state.Load() != taskActive {
+			commit = false
+		}
+	}
+	if err := c.rt.cl.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+		return false, err
+	}
+	return commit, nil
 }
 
 // produceFailTimeout is how long produce errors may abort every interval

@@ -125,7 +125,8 @@ func (c *Context[S]) After(d time.Duration, name, topic string, ev any) error {
 }
 
 // At sets the instance's timer name to emit ev to topic at t. A time in the
-// past fires at the end of the current commit interval.
+// past fires at the start of the next interval; timers fire at most a
+// commit interval (100 ms) after they are due.
 func (c *Context[S]) At(t time.Time, name, topic string, ev any) error {
 	r, err := c.c.record(topic, ev, name)
 	if err != nil {

@@ -148,6 +148,18 @@ func next[E any](d *sagaDriver, topic, key string) E {
 	return ev
 }
 
+// waitOutcome waits until troupe_step_events_total{outcome} reaches n.
+func (d *sagaDriver) waitOutcome(outcome string, n float64) {
+	d.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for d.outcomes()[outcome] < n {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("troupe_step_events_total{outcome=%q} = %v after 10 s, want %v", outcome, d.outcomes()[outcome], n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (d *sagaDriver) outcomes() map[string]float64 {
 	d.t.Helper()
 	mfs, err := d.reg.Gather()
@@ -261,6 +273,9 @@ func TestSagaEnded(t *testing.T) {
 	next[Done](d, "out", "done")
 	d.end("slow")
 	d.end("done")
+	// The ends and the inputs are on different topics, read in no set
+	// order: wait for the ends to be applied before the input they drop.
+	d.waitOutcome(step.OutcomeEnded, 2)
 	d.send("in", "slow", Start{ID: "slow"})            // dropped
 	time.Sleep(time.Until(due) + 200*time.Millisecond) // the cancelled timer would have fired by now
 	d.send("in", "marker", Start{ID: "marker"})
@@ -293,7 +308,8 @@ func TestSagaRetentionExpires(t *testing.T) {
 	d.end("n")
 	d.send("cmds", "n", Undo{ID: "n"}) // never completed: a null compensation
 	next[Undone](d, "acks", "n")
-	d.send("in", "a", Start{ID: "a"}) // ended and kept: dropped
+	d.waitOutcome(step.OutcomeEnded, 2) // the ends are on another topic than the input
+	d.send("in", "a", Start{ID: "a"})   // ended and kept: dropped
 	d.wantOutcomes(map[string]float64{step.OutcomeEnded: 2, step.OutcomeDropped: 1, step.OutcomeNullCompensation: 1})
 	if w, ok, err := steptest.State[work](d.Driver, "a"); err != nil || !ok || w.Started != 1 {
 		t.Fatalf("state of a while kept: %+v %v %v", w, ok, err)

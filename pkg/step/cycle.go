@@ -109,12 +109,14 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		idle := commit && c.work == 0
 		var committed bool
 		var err error
-		if commit && !idle && !c.polled() {
-			// Timers only, no input: the same 500 ms would hold the loop
-			// (no offsets to commit). The transaction is ended on the
-			// client; what the session's End adds is aborting when a
-			// partition was revoked meanwhile, which endTimersOnly does.
-			committed, err = c.endTimersOnly(ectx)
+		if commit && !idle && len(rt.cl.UncommittedOffsets()) == 0 {
+			// Nothing polled since the last commit (timers fired, or
+			// records carried over were handled): the session has no
+			// offsets to commit and its End would hold the loop 500 ms.
+			// The transaction is ended on the client; what the session's
+			// End adds is aborting when a partition was revoked meanwhile,
+			// which endWithoutOffsets does.
+			committed, err = c.endWithoutOffsets(ectx)
 		} else {
 			committed, err = rt.sess.End(c.commitContext(ectx), kgo.TransactionEndTry(commit && !idle))
 		}
@@ -177,25 +179,16 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 	return nil
 }
 
-// polled reports whether the interval took any input record.
-func (c *cycle) polled() bool {
-	for _, tc := range c.tasks {
-		for _, in := range tc.inputs {
-			if len(in.recs) > 0 {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// endTimersOnly ends an interval that fired timers but took no input, on
-// the client rather than the session: it commits unless a partition it
-// wrote to is no longer active (revoked or lost since it began; then the
-// next owner fires those timers). Its changelog records are produced
-// before this check, so a new owner restoring the partition waits for this
-// transaction (read_committed) and sees what it did.
-func (c *cycle) endTimersOnly(ctx context.Context) (bool, error) {
+// endWithoutOffsets ends an interval that has no offsets to commit on the
+// client rather than the session: it commits unless a partition it wrote
+// to is no longer active (revoked or lost since it began; then the next
+// owner does that work). Its changelog records are produced before this
+// check, so a new owner restoring the partition waits for this
+// transaction (read_committed) and sees what it did. The group's committed
+// offset of a partition whose carried records it handled stays where the
+// last commit put it (franz-go sees nothing new to commit): behind the
+// stored progress, which drops what a restart fetches again.
+func (c *cycle) endWithoutOffsets(ctx context.Context) (bool, error) {
 	commit := true
 	for _, tc := range c.tasks {
 		if tc.t == nil || tc.t.state.Load() != taskActive {

@@ -171,7 +171,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("Concurrency %d is out of range (1 to %d; 0 for the default, %d)", c.Concurrency, MaxConcurrency, DefaultConcurrency))
 	}
 	if d := c.withDefaults(); d.Guarantee == ExactlyOnce && (d.CommitInterval+d.HandlerTimeout)*5 > d.TransactionTimeout*4 {
-		errs = append(errs, fmt.Errorf("CommitInterval %s + HandlerTimeout %s must stay within 80%% of TransactionTimeout %s, or an interval could outlive its transaction (lower --handler-timeout or --commit-interval, or raise --transaction-timeout)", d.CommitInterval, d.HandlerTimeout, d.TransactionTimeout))
+		errs = append(errs, fmt.Errorf("CommitInterval %s + HandlerTimeout %s must stay within 80%% of TransactionTimeout %s, or an interval could outlive its transaction (lower HandlerTimeout, --handler-timeout on troupe run, or CommitInterval, or raise TransactionTimeout)", d.CommitInterval, d.HandlerTimeout, d.TransactionTimeout))
 	}
 	if c.DedupeWindow < 0 || c.MaxPollRecords < 0 {
 		errs = append(errs, errors.New("DedupeWindow and MaxPollRecords must not be negative"))

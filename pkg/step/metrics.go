@@ -110,7 +110,7 @@ func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
 	}, labels))
 	lag := metrics.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: metrics.Namespace, Subsystem: "step", Name: "consumer_lag",
-		Help: "Records behind the end (last stable offset) of each input partition, as of the last fetch.",
+		Help: "Records behind the end of each input partition, as of the last poll or fetch request; transaction markers are not lag, so a step that has consumed everything reads 0.",
 	}, append(labels, "topic", "partition")))
 
 	withoutID := metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -146,6 +146,24 @@ func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
 
 func (m *stepMetrics) setLag(topic string, p int32, lag int64) {
 	m.lag.WithLabelValues(m.app, m.step, topic, strconv.Itoa(int(p))).Set(float64(lag))
+}
+
+// lagFn is the group client's kgo.ConsumePreferringLagFn. franz-go calls
+// it as it writes each fetch request, with each partition's high watermark
+// less the offset it fetches next. Unlike the offset after the last record
+// returned (what admit sets at each poll), that offset has stepped over the
+// markers that end transactions, which a read_committed consumer is never
+// handed: on an idle input written by transactions, lag from records alone
+// stayed at 1 for good. The next fetch request after a poll (within the
+// fetch's max wait on an idle input) sets it right. It changes no fetch
+// order.
+func (m *stepMetrics) lagFn(lag map[string]map[int32]int64, _ []string, _ map[string][]int32) ([]string, map[string][]int32) {
+	for topic, ps := range lag {
+		for p, l := range ps {
+			m.setLag(topic, p, l)
+		}
+	}
+	return nil, nil
 }
 
 func (m *stepMetrics) dropLag(topic string, p int32) {

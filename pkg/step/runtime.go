@@ -359,6 +359,7 @@ func (rt *Runtime) connect() error {
 		// poll stretched a 100 ms backoff to seconds on a quiet topic (5
 		// attempts took 13 s, not 1.5 s). 500 ms is the Java consumer's.
 		kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.ConsumePreferringLagFn(rt.m.lagFn), // consumer lag past transaction markers (metrics.go)
 		kgo.OnPartitionsAssigned(rt.onAssigned),
 		kgo.OnPartitionsRevoked(rt.onRevoked),
 		kgo.OnPartitionsLost(rt.onRevoked),

@@ -113,10 +113,14 @@ func (c *Coordinator) onEvent(sc *step.Context[Instance], typ string) error {
 		return nil // another saga's event
 	}
 	before := snap(inst)
+	wasStarted := inst != nil && inst.Started()
 	meta := sc.Meta()
 	inst, acts := c.m.OnEvent(sc.Key(), inst, Event{Type: typ, Time: sc.Time(), Now: time.Now(), Topic: sc.Topic(), Partition: sc.Partition(), Offset: sc.Offset(),
 		Source: meta.Source, ID: meta.ID, CausationID: meta.CausationID})
 	sc.SetState(*inst)
+	if !wasStarted && inst.Started() {
+		c.met.started.WithLabelValues(c.t.App, c.t.Saga).Inc()
+	}
 	return c.carry(sc, inst, before, acts)
 }
 
@@ -245,6 +249,7 @@ func (c *Coordinator) command(ctx context.Context, topic, typ, id, reason string
 }
 
 type coordMetrics struct {
+	started  *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	comps    *prometheus.CounterVec
 	orphans  *prometheus.CounterVec
@@ -252,6 +257,10 @@ type coordMetrics struct {
 
 func newCoordMetrics(reg prometheus.Registerer, t *topology.Topology) *coordMetrics {
 	m := &coordMetrics{
+		started: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metrics.Namespace, Subsystem: "saga", Name: "started_total",
+			Help: "Instances started (their trigger handled); with troupe_saga_duration_seconds_count, which counts those ended, the difference is those running.",
+		}, []string{"app", "saga"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: metrics.Namespace, Subsystem: "saga", Name: "duration_seconds",
 			Help:    "Time from an instance's first event to its end, by outcome: COMPLETED, COMPENSATED or FAILED.",
@@ -267,6 +276,8 @@ func newCoordMetrics(reg prometheus.Registerer, t *topology.Topology) *coordMetr
 		}, []string{"app", "saga", "type"}),
 	}
 	if reg != nil {
+		m.started = metrics.Register(reg, m.started)
+		m.started.WithLabelValues(t.App, t.Saga)
 		m.duration = metrics.Register(reg, m.duration)
 		m.comps = metrics.Register(reg, m.comps)
 		m.orphans = metrics.Register(reg, m.orphans)

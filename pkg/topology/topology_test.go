@@ -227,3 +227,51 @@ retry:
 		t.Errorf("default retry %+v", def.Retry)
 	}
 }
+
+// The diagram's layout of the example saga: the happy path on one row, in
+// the order it runs; failing events below it; each compensation command
+// under the step it undoes, its ack one rank further; no two boxes overlap.
+func TestLayout(t *testing.T) {
+	topo, err := Load("../../topology/orders.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, vertical := range []bool{false, true} {
+		l := topo.Graph().Layout(vertical)
+		at := map[string]PlacedNode{}
+		for _, n := range l.Nodes {
+			at[n.Label] = n
+		}
+		along := func(n PlacedNode) int { return map[bool]int{false: n.X, true: n.Y}[vertical] }
+		across := func(n PlacedNode) int { return map[bool]int{false: n.Y, true: n.X}[vertical] }
+		happy := []string{"OrderPlaced", "payment", "PaymentAuthorized", "inventory", "InventoryReserved", "shipping", "ShipmentScheduled"}
+		for i, name := range happy {
+			n := at[name]
+			if across(n) != 0 || i > 0 && along(n) <= along(at[happy[i-1]]) {
+				t.Errorf("vertical=%v: %s at %d,%d: not next on the first row", vertical, name, n.X, n.Y)
+			}
+		}
+		for _, c := range [][2]string{{"PaymentDeclined", "PaymentAuthorized"}, {"RefundPayment", "payment"}, {"ReleaseInventory", "inventory"}} {
+			n, of := at[c[0]], at[c[1]]
+			if along(n) != along(of) || across(n) <= across(of) {
+				t.Errorf("vertical=%v: %s at %d,%d is not below %s at %d,%d", vertical, c[0], n.X, n.Y, c[1], of.X, of.Y)
+			}
+		}
+		if r, a := at["RefundPayment"], at["PaymentRefunded"]; across(a) != across(r) || along(a) <= along(r) {
+			t.Errorf("vertical=%v: the ack PaymentRefunded (%d,%d) is not beside its command (%d,%d)", vertical, a.X, a.Y, r.X, r.Y)
+		}
+		for i, a := range l.Nodes {
+			if a.X < 0 || a.Y < 0 || a.X+a.W > l.Width || a.Y+a.H > l.Height {
+				t.Errorf("vertical=%v: %s outside the %dx%d drawing", vertical, a.Label, l.Width, l.Height)
+			}
+			for _, b := range l.Nodes[i+1:] {
+				if a.X < b.X+b.W && b.X < a.X+a.W && a.Y < b.Y+b.H && b.Y < a.Y+a.H {
+					t.Errorf("vertical=%v: %s and %s overlap", vertical, a.Label, b.Label)
+				}
+			}
+		}
+		if len(l.Edges) != len(topo.Graph().Edges) || !strings.HasPrefix(l.Edges[0].Path, "M") {
+			t.Errorf("vertical=%v: edges %+v", vertical, l.Edges)
+		}
+	}
+}

@@ -24,6 +24,12 @@ var (
 // Query selects instances for List.
 type Query struct {
 	Status Status // empty: any
+	// Reason selects the instances that ended, or are compensating, for
+	// this reason (the failing event's short name, or "timeout"); empty:
+	// any.
+	Reason string
+	// ID selects the instances whose id contains it; empty: any.
+	ID     string
 	Limit  int    // at most this many; 0 means DefaultLimit
 	Cursor string // from a previous Page.Next; empty: from the start
 }
@@ -84,7 +90,9 @@ type LocalReader interface {
 // Mount adds the saga API to srv:
 //
 //	GET /api/sagas/{id}                      one instance (307 to its owner when not here)
-//	GET /api/sagas?status=&limit=&cursor=    a page of instances, newest first
+//	GET /api/sagas?status=&reason=&id=&limit=&cursor=
+//	                                         a page of instances, newest first
+//	                                         (id: those whose id contains it)
 //	GET /api/sagas/stats                     {"byStatus":{"COMPLETED":n,...},"orphans":n,"partitions":[...]}
 //	GET /api/orphans?limit=&cursor=          a page of orphans: events that started no saga
 //
@@ -138,6 +146,7 @@ func Mount(srv *api.Server, r Reader, loc Locator) {
 		case err != nil:
 			writeErr(w, err, "read saga "+strconv.Quote(id))
 		default:
+			inst.SortHistory()
 			api.WriteJSON(w, http.StatusOK, inst)
 		}
 	}))
@@ -159,6 +168,9 @@ func Mount(srv *api.Server, r Reader, loc Locator) {
 		}
 		if page.Items == nil {
 			page.Items = []Instance{}
+		}
+		for i := range page.Items {
+			page.Items[i].SortHistory()
 		}
 		api.WriteJSON(w, http.StatusOK, page)
 	}))
@@ -201,7 +213,7 @@ func writeErr(w http.ResponseWriter, err error, what string) {
 }
 
 func parseQuery(v url.Values) (Query, error) {
-	q := Query{Status: Status(v.Get("status")), Cursor: v.Get("cursor"), Limit: DefaultLimit}
+	q := Query{Status: Status(v.Get("status")), Reason: v.Get("reason"), ID: v.Get("id"), Cursor: v.Get("cursor"), Limit: DefaultLimit}
 	switch q.Status {
 	case "", Running, Completed, Compensating, Compensated, Failed:
 	default:

@@ -300,11 +300,10 @@ func (c *Cluster) List(ctx context.Context, q Query) (Page, error) {
 	}
 	answers, err := gather(ctx, c, func() (Page, error) { return c.local.List(ctx, q) }, func(u string) (Page, error) {
 		v := url.Values{"scope": {"local"}, "limit": {strconv.Itoa(q.Limit)}}
-		if q.Status != "" {
-			v.Set("status", string(q.Status))
-		}
-		if q.Cursor != "" {
-			v.Set("cursor", q.Cursor)
+		for k, x := range map[string]string{"status": string(q.Status), "reason": q.Reason, "id": q.ID, "cursor": q.Cursor} {
+			if x != "" {
+				v.Set(k, x)
+			}
 		}
 		var page Page
 		return page, c.get(ctx, u+"/api/sagas?"+v.Encode(), &page)

@@ -221,6 +221,28 @@ func TestCoordinatorAPI(t *testing.T) {
 		d.send(id, "OrderPlaced", "PaymentDeclined")
 	}
 	d.send("z", "OrderPlaced")
+	// r's events are read in another order than they happened (as when
+	// their topics are read in no set order).
+	t0 := time.Now().Add(-time.Minute)
+	for i, ev := range []struct {
+		typ string
+		at  time.Duration
+	}{{"OrderPlaced", 0}, {"InventoryReserved", 2 * time.Second}, {"PaymentAuthorized", time.Second}} {
+		m := event.New("", "steptest", "r")
+		if i > 0 {
+			m.Source = d.topo.Group(map[string]string{"InventoryReserved": "inventory", "PaymentAuthorized": "payment"}[ev.typ])
+		}
+		m.Time = t0.Add(ev.at)
+		d.sendAs("r", ev.typ, m)
+		for wait := time.Now().Add(10 * time.Second); i == 1; time.Sleep(20 * time.Millisecond) {
+			if inst, err := d.store.Instance(t.Context(), "r"); err == nil && len(inst.History) == 2 {
+				break
+			}
+			if time.Now().After(wait) {
+				t.Fatal("r's InventoryReserved not recorded after 10 s")
+			}
+		}
+	}
 	for _, id := range ids {
 		d.instance(id, saga.Compensated)
 	}
@@ -245,12 +267,30 @@ func TestCoordinatorAPI(t *testing.T) {
 		return resp.StatusCode
 	}
 	var st saga.Stats
-	if code := get("/api/sagas/stats", &st); code != 200 || st.ByStatus[saga.Compensated] != 5 || st.ByStatus[saga.Running] != 1 || len(st.Partitions) != 2 {
+	if code := get("/api/sagas/stats", &st); code != 200 || st.ByStatus[saga.Compensated] != 5 || st.ByStatus[saga.Running] != 2 || len(st.Partitions) != 2 {
 		t.Errorf("stats: %d %+v", code, st)
 	}
 	var inst saga.Instance
 	if code := get("/api/sagas/c", &inst); code != 200 || inst.Reason != "PaymentDeclined" || len(inst.History) != 2 {
 		t.Errorf("instance: %d %+v", code, inst)
+	}
+	var r saga.Instance
+	deadline := time.Now().Add(30 * time.Second)
+	for get("/api/sagas/r", &r) != 200 || len(r.History) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("instance r has %d history entries after 30 s, want 3", len(r.History))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if h := r.History; h[0].Type != "OrderPlaced" || h[1].Type != "PaymentAuthorized" || h[2].Type != "InventoryReserved" {
+		t.Errorf("history of r not in the order its events happened: %+v", h)
+	}
+	var page saga.Page
+	if code := get("/api/sagas?reason=paymentdeclined&id=c", &page); code != 200 || len(page.Items) != 1 || page.Items[0].ID != "c" {
+		t.Errorf("reason PaymentDeclined and id containing c: %d %+v", code, page.Items)
+	}
+	if code := get("/api/sagas?reason=OutOfStock", &page); code != 200 || len(page.Items) != 0 {
+		t.Errorf("reason OutOfStock: %d %+v, want none", code, page.Items)
 	}
 	if code := get("/api/sagas/nope", nil); code != 404 {
 		t.Errorf("unknown instance: %d, want 404", code)

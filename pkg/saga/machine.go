@@ -193,6 +193,15 @@ type Entry struct {
 	Note      string `json:"note,omitempty"`
 }
 
+// SortHistory puts the history in the order things happened: by time,
+// entries of the same time in the order the coordinator recorded them. The
+// coordinator reads the saga's topics in no set order between them (a
+// step's output may be read before the input that caused it), and records
+// each entry as it reads it.
+func (i *Instance) SortHistory() {
+	slices.SortStableFunc(i.History, func(a, b Entry) int { return a.Time.Compare(b.Time) })
+}
+
 // Action is what the coordinator must do after a transition. The runtime
 // carries actions out inside the same transaction as the state change.
 type Action interface{ isAction() }

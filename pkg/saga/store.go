@@ -128,6 +128,7 @@ func (e *NotStartedError) Is(target error) bool { return target == ErrNotFound }
 // every instance, and decoding these fields only skips building the rest.
 type summary struct {
 	Status    Status     `json:"status"`
+	Reason    string     `json:"reason"`
 	StartedAt time.Time  `json:"startedAt"`
 	Orphans   []struct{} `json:"orphans"`
 }
@@ -195,7 +196,7 @@ func (s *Store) List(_ context.Context, q Query) (Page, error) {
 	for _, p := range s.rt.Partitions() {
 		err := s.rt.ScanInstances(p, "", func(id string, raw []byte) (bool, error) {
 			sm := summarize(raw)
-			if sm.Status == "" || q.Status != "" && sm.Status != q.Status {
+			if !q.matches(id, sm) {
 				return true, nil
 			}
 			k := listKey{sm.StartedAt.UnixNano(), id}
@@ -226,6 +227,13 @@ func (s *Store) List(_ context.Context, q Query) (Page, error) {
 		page.Next = cursorOf(c.items[limit-1].k)
 	}
 	return page, nil
+}
+
+// matches reports whether the instance id summarised by sm is one of q's.
+func (q Query) matches(id string, sm summary) bool {
+	return sm.Status != "" && (q.Status == "" || sm.Status == q.Status) &&
+		(q.Reason == "" || strings.EqualFold(sm.Reason, q.Reason)) &&
+		(q.ID == "" || strings.Contains(id, q.ID))
 }
 
 // Stats counts the instances of the partitions served here by status, and

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,8 @@ type Server struct {
 	log    zerolog.Logger
 	mu     sync.Mutex
 	checks map[string]ReadyFunc
+	// loopback: the server is bound to a loopback address only (Bound).
+	loopback bool
 }
 
 // New returns a server whose /metrics serves gatherer.
@@ -49,6 +52,70 @@ func (s *Server) AddReadiness(name string, f ReadyFunc) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.checks[name] = f
+}
+
+// Bound tells the server the address it is served on: actions are allowed
+// on a loopback address (Allowed).
+func (s *Server) Bound(addr net.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loopback = IsLoopback(addr)
+}
+
+// IsLoopback reports whether addr is a loopback address (127.0.0.0/8,
+// ::1): reachable from this machine only. An unspecified address
+// (0.0.0.0, ::) is not.
+func IsLoopback(addr net.Addr) bool {
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	case nil:
+		return false
+	}
+	host, _, err := net.SplitHostPort(addr.String())
+	ip := net.ParseIP(host)
+	return err == nil && ip != nil && ip.IsLoopback()
+}
+
+// ErrActionsOff means the server takes no operator's actions (a dead
+// letter's replay or discard): it is reachable from other machines and
+// nothing protects it.
+var ErrActionsOff = errors.New("actions are off")
+
+// Actions reports whether this server takes an operator's actions, and if
+// not why and what to do: only when it is bound to loopback (Bound).
+func (s *Server) Actions() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.loopback {
+		return nil
+	}
+	return fmt.Errorf("%w: this server is reachable from other machines and unprotected; use the troupe dlq commands, or bind --http to 127.0.0.1 (e.g. --http 127.0.0.1:8080) to act from the UI", ErrActionsOff)
+}
+
+// Allow checks that r may carry out an action: the server takes actions
+// (Actions), and r comes from a page of this server, not another site
+// (its Origin, when set, is this host; it is JSON, which a cross-site form
+// cannot send without the browser asking first). It answers 403 or 415
+// and returns false otherwise.
+func (s *Server) Allow(w http.ResponseWriter, r *http.Request) bool {
+	if err := s.Actions(); err != nil {
+		WriteError(w, http.StatusForbidden, "%v", err)
+		return false
+	}
+	if o := r.Header.Get("Origin"); o != "" && o != "http://"+r.Host && o != "https://"+r.Host {
+		WriteError(w, http.StatusForbidden, "request from %s, not from this server's page (%s): refused", o, r.Host)
+		return false
+	}
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		WriteError(w, http.StatusForbidden, "request from another site: refused")
+		return false
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		WriteError(w, http.StatusUnsupportedMediaType, "send the action as JSON (Content-Type: application/json), not %q", ct)
+		return false
+	}
+	return true
 }
 
 // Handle mounts h on pattern (net/http ServeMux syntax, e.g. "GET /api/sagas/{id}").

@@ -2,7 +2,9 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -56,5 +58,23 @@ func TestReadyzFollowsChecks(t *testing.T) {
 	}
 	if _, body := get("/metrics"); !strings.Contains(body, "troupe_test_total 1") {
 		t.Fatalf("metrics missing series: %s", body)
+	}
+}
+
+// Actions are taken on a loopback address only: 127.0.0.0/8 and ::1, not
+// an unspecified or other address.
+func TestActionsOnLoopbackOnly(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1": true, "127.0.0.2": true, "::1": true,
+		"0.0.0.0": false, "::": false, "10.1.2.3": false, "192.168.1.20": false,
+	} {
+		srv := New(prometheus.NewRegistry(), zerolog.Nop())
+		if err := srv.Actions(); err == nil {
+			t.Fatalf("actions allowed before Bound")
+		}
+		srv.Bound(&net.TCPAddr{IP: net.ParseIP(addr), Port: 8080})
+		if err := srv.Actions(); (err == nil) != want || err != nil && !errors.Is(err, ErrActionsOff) {
+			t.Errorf("bound to %s: actions %v, want allowed %v", addr, err, want)
+		}
 	}
 }

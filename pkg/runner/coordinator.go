@@ -59,8 +59,9 @@ func (e *Env) MountSaga(ctx context.Context, t *topology.Topology, store *saga.S
 	}
 	cluster := saga.NewCluster(store, self, t.CoordinatorGroup(), kadm.NewClient(admin))
 	saga.Mount(e.Server, cluster, cluster)
-	ui.Mount(e.Server)
-	MountDeadLetters(e.Server, e.Kafka, t)
+	ui.Mount(e.Server, t)
+	MountDeadLetters(e.Server, e.Kafka, t, e.Log)
+	MountRecords(e.Server, e.Kafka, t, e.Serde)
 	return admin.Close, nil
 }
 

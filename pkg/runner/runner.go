@@ -233,6 +233,7 @@ func (e *Env) AfterRegistry(run func(context.Context) error) func(context.Contex
 // of them fails; then it stops the rest.
 func serve(ctx context.Context, ln net.Listener, env *Env, loops ...func(context.Context) error) error {
 	eg, ctx := errgroup.WithContext(ctx)
+	env.Server.Bound(ln.Addr())
 	eg.Go(func() error { return api.Serve(ctx, ln, env.Server.Handler()) })
 	for _, loop := range loops {
 		eg.Go(func() error { return loop(ctx) })

@@ -11,20 +11,27 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupehq/troupe/pkg/api"
+	"github.com/troupehq/troupe/pkg/topology"
 	"github.com/troupehq/troupe/pkg/ui"
+	topologies "github.com/troupehq/troupe/topology"
 )
 
 // The page is served at / and its files under /ui/; other paths stay the
 // API's (404 here, with no API mounted).
 func TestServes(t *testing.T) {
+	topo, err := topology.Parse("orders.yaml", topologies.Orders)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := api.New(prometheus.NewRegistry(), zerolog.Nop())
-	ui.Mount(srv)
+	ui.Mount(srv, topo)
 	h := httptest.NewServer(srv.Handler())
 	defer h.Close()
 	for path, want := range map[string]string{
 		"/":             `<script src="/ui/app.js">`,
 		"/ui/app.js":    `/api/sagas/stats`,
 		"/ui/style.css": `.COMPENSATED`,
+		"/api/topology": `"node": "s_inventory"`,
 	} {
 		resp, err := http.Get(h.URL + path)
 		if err != nil {

@@ -62,6 +62,6 @@ func newDevCmd(g *globals) *cobra.Command {
 	fl.StringVar(&o.DataDir, "data-dir", ".troupe", "directory for the broker's data and the steps' state")
 	fl.StringVar(&o.HTTP, "http", "127.0.0.1:8080", "address of the HTTP server (the UI at /, /metrics, /healthz, /readyz, /api)")
 	fl.Float64Var(&o.DemoRate, "demo-rate", 5, "demo orders per second (0 = no demo load)")
-	fl.StringVar(&o.Topology, "topology", "", "topology file (default: the embedded example, topology/orders.yaml)")
+	runner.PathFlag(fl, &o.Topology, "topology", runner.EnvTopology, "", "topology file (default: the embedded example, topology/orders.yaml)")
 	return cmd
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/dlq"
 	"github.com/troupehq/troupe/pkg/replay"
+	"github.com/troupehq/troupe/pkg/runner"
 	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/pkg/topology"
 )
@@ -72,7 +73,7 @@ func newDLQCmd(g *globals) *cobra.Command {
   troupe dlq list --coordinator order-fulfillment`,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&file, "topology", "topology/orders.yaml", "topology file")
+	runner.TopologyFlag(pf, &file, "topology file")
 	pf.StringVar(&step, "step", "", "the step whose dead letters to work on (this or --coordinator is required); the coordinator is saga.<saga>")
 	pf.StringVar(&coordinator, "coordinator", "", "work on the dead letters of this saga's coordinator (the same as --step saga.SAGA)")
 

@@ -21,6 +21,7 @@ import (
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/event"
 	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/runner"
 	"github.com/troupehq/troupe/pkg/topology"
 )
 
@@ -78,7 +79,7 @@ func newProduceCmd(g *globals) *cobra.Command {
 	fl.StringVar(&f.file, "file", "", "file of JSON documents, one per line (- for stdin)")
 	fl.StringVar(&f.schema, "schema", "", ".avsc file to encode with (registered under the subject if needed); default: the registry's latest")
 	fl.StringVar(&f.source, "source", "troupe-cli", "ce_source header")
-	fl.StringVar(&f.topology, "topology", "topology/orders.yaml", "topology file for default topic, namespace and key field (ignored if the default is absent)")
+	runner.TopologyFlag(fl, &f.topology, "topology file for default topic, namespace and key field (ignored if the default is absent)")
 	fl.BoolVar(&f.force, "force", false, "send even when --key contradicts the document's key field, or the type is not one the topology puts on --topic")
 	return cmd
 }
@@ -89,7 +90,7 @@ func runProduce(cmd *cobra.Command, g *globals, f *produceFlags) error {
 		return usagef("give exactly one of --data JSON or --file FILE.jsonl")
 	}
 	var topo *topology.Topology
-	if _, err := os.Stat(f.topology); err == nil || cmd.Flags().Changed("topology") {
+	if _, err := os.Stat(f.topology); err == nil || runner.Given(cmd.Flags(), "topology") {
 		t, err := loadTopology(f.topology)
 		if err != nil {
 			return err

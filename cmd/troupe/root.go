@@ -25,7 +25,9 @@ Start here:
                                  schema registry, the example order saga, demo load)
   troupe tail --topic orders     in a second terminal: watch the events
 
-Every global flag also reads an environment variable (shown in brackets).
+Every global flag also reads an environment variable (shown in brackets);
+TROUPE_TOPOLOGY and TROUPE_SCHEMAS set the topology file and the schema
+directory of every command (the image sets both).
 The defaults are where 'troupe dev' listens, so no flags are needed against it.`
 
 func newRootCmd() *cobra.Command {

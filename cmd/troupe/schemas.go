@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/troupehq/troupe/pkg/avro"
+	"github.com/troupehq/troupe/pkg/runner"
 	"github.com/troupehq/troupe/pkg/topology"
 )
 
@@ -51,9 +52,9 @@ func newSchemasCmd(g *globals) *cobra.Command {
   troupe schemas register --dir schemas/ --topic orders --registry http://registry:8081`,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&f.dir, "dir", "schemas", "directory of .avsc files")
+	runner.PathFlag(pf, &f.dir, "dir", runner.EnvSchemas, "schemas", "directory of .avsc files")
 	pf.StringVar(&f.topic, "topic", "", "register every schema on this topic (default: the topology's topic of each event)")
-	pf.StringVar(&f.topology, "topology", "topology/orders.yaml", "topology file that maps event types to topics (ignored if the default is absent)")
+	runner.TopologyFlag(pf, &f.topology, "topology file that maps event types to topics (ignored if the default is absent)")
 	cmd.AddCommand(
 		newSchemasCheckCmd(g, &f),
 		newSchemasRegisterCmd(g, &f),
@@ -135,7 +136,7 @@ func schemaTopology(cmd *cobra.Command, f *schemaFlags) (*topology.Topology, err
 	if f.topic != "" || f.topology == "" {
 		return nil, nil
 	}
-	if _, err := os.Stat(f.topology); errors.Is(err, os.ErrNotExist) && !cmd.Flags().Changed("topology") {
+	if _, err := os.Stat(f.topology); errors.Is(err, os.ErrNotExist) && !runner.Given(cmd.Flags(), "topology") {
 		return nil, nil
 	}
 	return loadTopology(f.topology)

@@ -61,7 +61,7 @@ func newStateRebuildCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error { return runStateRebuild(cmd, g, f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.topology, "topology", "topology/orders.yaml", "topology file: the app and its steps")
+	runner.TopologyFlag(fl, &f.topology, "topology file: the app and its steps")
 	fl.StringVar(&f.app, "app", "", "the app the step belongs to (default: the topology's app)")
 	fl.StringVar(&f.step, "step", "", "the step whose store to rebuild (this or --coordinator is required); the coordinator is saga.<saga>")
 	fl.StringVar(&f.coordinator, "coordinator", "", "rebuild the store of this saga's coordinator (the same as --step saga.SAGA)")
@@ -80,7 +80,7 @@ func runStateRebuild(cmd *cobra.Command, g *globals, f rebuildFlags) error {
 		return usagef("--dev reads the stopped troupe dev's own broker data; it takes no --brokers")
 	}
 	step := f.step
-	if _, err := os.Stat(f.topology); err == nil || fl.Changed("topology") {
+	if _, err := os.Stat(f.topology); err == nil || runner.Given(fl, "topology") {
 		t, err := loadTopology(f.topology)
 		if err != nil {
 			return err

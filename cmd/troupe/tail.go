@@ -19,6 +19,7 @@ import (
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/event"
 	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/runner"
 )
 
 const tailLong = `Print the events of a topic as JSON lines, decoded from Avro with each
@@ -61,7 +62,7 @@ func newTailCmd(g *globals) *cobra.Command {
 	fl.StringVar(&f.from, "from", "earliest", "where to start: earliest, latest, an RFC 3339 time, or a duration ago (10m)")
 	fl.BoolVar(&f.follow, "follow", false, "keep waiting for new events (until Ctrl-C)")
 	fl.StringVarP(&f.typ, "type", "t", "", "print only events of this type (full name, or the name after the last dot); a type neither the topology nor the registry knows is refused")
-	fl.StringVar(&f.topology, "topology", "topology/orders.yaml", "topology file whose event types --type may name (ignored if the default is absent; \"\" for none)")
+	runner.TopologyFlag(fl, &f.topology, "topology file whose event types --type may name (ignored if the default is absent; \"\" for none)")
 	fl.IntVarP(&f.max, "max", "n", 0, "stop after this many events (0: no limit)")
 	return cmd
 }
@@ -299,7 +300,7 @@ func (t *tailer) wanted(typ string) bool {
 func checkTailType(ctx context.Context, cmd *cobra.Command, f *tailFlags, reg *avro.RegistryClient) error {
 	var known []string
 	ns := ""
-	if _, err := os.Stat(f.topology); f.topology != "" && (err == nil || cmd.Flags().Changed("topology")) {
+	if _, err := os.Stat(f.topology); f.topology != "" && (err == nil || runner.Given(cmd.Flags(), "topology")) {
 		t, err := loadTopology(f.topology)
 		if err != nil {
 			return err

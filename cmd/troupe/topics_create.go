@@ -14,6 +14,7 @@ import (
 
 	"github.com/troupehq/troupe/pkg/kafka"
 	"github.com/troupehq/troupe/pkg/replay"
+	"github.com/troupehq/troupe/pkg/runner"
 )
 
 const topicsCreateLong = `Creates one topic that is not part of the topology: a scratch or audit
@@ -58,7 +59,7 @@ func newTopicsCreateCmd(g *globals) *cobra.Command {
 			}
 			file, _ := cmd.Flags().GetString("topology")
 			fl := cmd.Flags()
-			if _, err := os.Stat(file); err == nil || fl.Changed("topology") {
+			if _, err := os.Stat(file); err == nil || runner.Given(fl, "topology") {
 				t, err := loadTopology(file)
 				if err != nil {
 					return err

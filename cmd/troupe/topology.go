@@ -12,6 +12,7 @@ import (
 
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/runner"
 	"github.com/troupehq/troupe/pkg/topology"
 )
 
@@ -76,7 +77,7 @@ derived from it. See topology/orders.yaml for a commented example and
 topology/topology.schema.json for editor completion.`,
 	}
 	validate := &cobra.Command{
-		Use:   "validate FILE",
+		Use:   "validate [FILE]",
 		Short: "Validate a topology file; print every problem with file:line and a hint",
 		Long: `Checks a topology file and prints every problem at once, each with its
 file:line and what to do: unknown event types, topics of one saga with
@@ -84,12 +85,13 @@ different partition counts, events that nobody consumes and that end nothing,
 steps in a loop with no exit, compensations without an ack event, event
 types without a schema in --schemas (each declared type needs a record of
 that full name there). A step with an effect and no compensation is a
-warning. Exit code 2 when invalid.`,
+warning. Exit code 2 when invalid. FILE defaults to $TROUPE_TOPOLOGY, else
+topology/orders.yaml.`,
 		Example: `  troupe topology validate topology/orders.yaml
   troupe topology validate my-saga.yaml --schemas my-schemas/`,
-		Args: exactArgs(1, "the topology file"),
+		Args: topologyArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := loadTopology(args[0])
+			t, err := loadTopology(topologyPath(args))
 			if err != nil {
 				return err
 			}
@@ -107,24 +109,25 @@ warning. Exit code 2 when invalid.`,
 				checked = fmt.Sprintf("; every event type has a schema in %s", schemaDir)
 			}
 			fmt.Fprintf(out, "%s: saga %q (app %q) is valid: %d topics, %d steps, trigger %s%s\n",
-				args[0], t.Saga, t.App, len(t.Topics), len(t.Steps), t.ShortName(t.Trigger), checked)
+				topologyPath(args), t.Saga, t.App, len(t.Topics), len(t.Steps), t.ShortName(t.Trigger), checked)
 			return nil
 		},
 	}
 	cmd.AddCommand(validate)
-	validate.Flags().StringVar(&schemaDir, "schemas", "schemas", "directory of the .avsc files every event type must have ('' skips the check)")
+	runner.PathFlag(validate.Flags(), &schemaDir, "schemas", runner.EnvSchemas, "schemas", "directory of the .avsc files every event type must have ('' skips the check)")
 	var format string
 	graph := &cobra.Command{
-		Use:   "graph FILE",
+		Use:   "graph [FILE]",
 		Short: "Draw the saga as Mermaid or Graphviz DOT",
 		Long: `Prints the saga's choreography: events (rounded) and steps (boxes), the
 forward path with solid arrows and the compensation path with dotted ones.
-Completing events are green, failing ones red, compensation events yellow.`,
+Completing events are green, failing ones red, compensation events yellow.
+FILE defaults to $TROUPE_TOPOLOGY, else topology/orders.yaml.`,
 		Example: `  troupe topology graph topology/orders.yaml > saga.mmd
   troupe topology graph topology/orders.yaml --format dot | dot -Tsvg > saga.svg`,
-		Args: exactArgs(1, "the topology file"),
+		Args: topologyArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := loadTopology(args[0])
+			t, err := loadTopology(topologyPath(args))
 			if err != nil {
 				return err
 			}
@@ -158,7 +161,7 @@ A topic that exists with another partition count or cleanup policy is a
 mismatch: troupe never changes it for you (it would break co-partitioning
 or delete data), it tells you how to migrate.`,
 	}
-	cmd.PersistentFlags().StringVar(&file, "topology", "topology/orders.yaml", "topology file")
+	runner.TopologyFlag(cmd.PersistentFlags(), &file, "topology file")
 	run := func(apply bool) func(cmd *cobra.Command, _ []string) error {
 		return func(cmd *cobra.Command, _ []string) error {
 			t, err := loadTopology(file)
@@ -216,6 +219,23 @@ func printPlan(w io.Writer, p *topology.Plan) {
 	tw.Flush()
 	c := p.Counts()
 	fmt.Fprintf(w, "%d to create, %d ok, %d mismatched\n", c[topology.ActionCreate], c[topology.ActionOK], c[topology.ActionMismatch])
+}
+
+// topologyArg accepts the optional FILE of 'troupe topology validate|graph'.
+func topologyArg(cmd *cobra.Command, args []string) error {
+	if len(args) <= 1 {
+		return nil
+	}
+	return usagef("%s takes one topology file, got %q (see '%s --help')", cmd.CommandPath(), args, cmd.CommandPath())
+}
+
+// topologyPath is the FILE argument, else the default topology
+// ($TROUPE_TOPOLOGY, else topology/orders.yaml).
+func topologyPath(args []string) string {
+	if len(args) == 1 {
+		return args[0]
+	}
+	return runner.DefaultTopology()
 }
 
 // exactArgs is cobra.ExactArgs with an error that says what is expected and

@@ -57,7 +57,7 @@ func RunCommand(app App, g *Globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Topology, "topology", "topology/orders.yaml", "topology file")
+	TopologyFlag(f, &o.Topology, "topology file")
 	f.StringVar(&o.Step, "step", "", "the step to run (a step name of the topology)")
 	f.StringVar(&o.Coordinator, "coordinator", "", "run the coordinator of this saga instead of a step")
 	f.StringVar(&o.StateDir, "state-dir", "", "directory of this process's local state (default .troupe/state/<app>.<step>)")

@@ -121,3 +121,64 @@ func envBool(f *pflag.FlagSet, p *bool, name, env, usage string) {
 	}
 	f.BoolVar(p, name, def, usage+" ["+env+"]")
 }
+
+// EnvTopology and EnvSchemas set, once for every command, the topology file
+// (--topology of every command, the FILE of 'troupe topology') and the
+// directory of .avsc files (--schemas, schemas --dir), as an image or a
+// manifest does: deploy/Dockerfile sets both to the copies it holds under
+// /etc/troupe. A flag given on the command line still wins.
+const (
+	EnvTopology = "TROUPE_TOPOLOGY"
+	EnvSchemas  = "TROUPE_SCHEMAS"
+)
+
+// envAnnotation is the flag annotation naming the environment variable a
+// path flag's default came from (see Given).
+const envAnnotation = "troupe_env"
+
+// DefaultTopology is the topology file commands read when none is given:
+// $TROUPE_TOPOLOGY, else topology/orders.yaml.
+func DefaultTopology() string { return envOr(EnvTopology, "topology/orders.yaml") }
+
+// DefaultSchemas is the schema directory commands read when none is given:
+// $TROUPE_SCHEMAS, else schemas.
+func DefaultSchemas() string { return envOr(EnvSchemas, "schemas") }
+
+func envOr(env, def string) string {
+	if v := os.Getenv(env); v != "" {
+		return v
+	}
+	return def
+}
+
+// TopologyFlag registers --topology on f, its default DefaultTopology().
+func TopologyFlag(f *pflag.FlagSet, p *string, usage string) {
+	PathFlag(f, p, "topology", EnvTopology, "topology/orders.yaml", usage)
+}
+
+// PathFlag registers a file or directory flag whose default is $env when
+// set, else def. Given tells whether the user chose it (the flag or env).
+func PathFlag(f *pflag.FlagSet, p *string, name, env, def, usage string) {
+	f.StringVar(p, name, envOr(env, def), usage+" ["+env+"]")
+	_ = f.SetAnnotation(name, envAnnotation, []string{env})
+}
+
+// Given reports whether flag name of fs was chosen by the user, on the
+// command line or, for a PathFlag, by its environment variable: a command
+// that ignores its default file when absent must not ignore one the user
+// named.
+func Given(fs *pflag.FlagSet, name string) bool {
+	fl := fs.Lookup(name)
+	if fl == nil {
+		return false
+	}
+	if fl.Changed {
+		return true
+	}
+	for _, env := range fl.Annotations[envAnnotation] {
+		if os.Getenv(env) != "" {
+			return true
+		}
+	}
+	return false
+}

@@ -30,6 +30,12 @@ type avroStack struct {
 
 func startAvroStack(t *testing.T) *avroStack {
 	t.Helper()
+	return startAvroStackWith(t, "orders", "payments", "inventory", "shipping", "compensations")
+}
+
+// startAvroStackWith is startAvroStack with these topics (3 partitions) only.
+func startAvroStackWith(t *testing.T, topics ...string) *avroStack {
+	t.Helper()
 	ctx := context.Background()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
@@ -41,7 +47,7 @@ func startAvroStack(t *testing.T) *avroStack {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	for _, topic := range []string{"orders", "payments", "inventory", "shipping", "compensations"} {
+	for _, topic := range topics {
 		if _, err := kadm.NewClient(cl).CreateTopic(ctx, 3, 1, nil, topic); err != nil {
 			t.Fatal(err)
 		}
@@ -223,4 +229,23 @@ func (s *avroStack) runWithRegistry(t *testing.T, url string, args ...string) (s
 	s.registry = url
 	defer func() { s.registry = saved }()
 	return s.run(t, "", args...)
+}
+
+// topics apply --register-schemas is the one set-up step of a deployment:
+// the topology's topics, then every schema under its topic's subject; run
+// again, it changes nothing.
+func TestTopicsApplyRegistersSchemas(t *testing.T) {
+	s := startAvroStackWith(t)
+	s.expect(t, exitOK, []string{
+		"created 16 topic(s)",
+		"orders-troupe.example.orders.OrderPlaced: registered version 1",
+		"orders.saga.order-fulfillment.ended-troupe.saga.SagaEnded: registered version 1",
+	}, "topics", "apply", "--topology", topologyFile, "--register-schemas", schemaDir)
+	out := s.expect(t, exitOK, []string{"created 0 topic(s)", "orders-troupe.example.orders.OrderPlaced: unchanged (version 1"},
+		"topics", "apply", "--topology", topologyFile, "--register-schemas", schemaDir)
+	if strings.Contains(out, "registered") {
+		t.Errorf("second apply registered again:\n%s", out)
+	}
+	s.expect(t, exitUsage, []string{"--dir nowhere is not a directory"},
+		"topics", "apply", "--topology", topologyFile, "--register-schemas", "nowhere")
 }

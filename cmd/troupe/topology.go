@@ -148,7 +148,7 @@ FILE defaults to $TROUPE_TOPOLOGY, else topology/orders.yaml.`,
 }
 
 func newTopicsCmd(g *globals) *cobra.Command {
-	var file string
+	var file, schemaDir string
 	cmd := &cobra.Command{
 		Use:   "topics",
 		Short: "Plan and create every topic a topology needs",
@@ -187,22 +187,38 @@ or delete data), it tells you how to migrate.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "created %d topic(s)\n", len(created))
-			return nil
+			if schemaDir == "" {
+				return nil
+			}
+			set, err := loadSchemaSet(cmd, g, &schemaFlags{dir: schemaDir, topology: file}, false)
+			if err != nil {
+				return err
+			}
+			return set.walk(cmd, true)
 		}
 	}
+	apply := &cobra.Command{
+		Use:   "apply",
+		Short: "Create the missing topics (refuses when an existing one does not match)",
+		Long: `Creates the topology's missing topics; one that exists with another
+partition count or cleanup policy stops it (see 'troupe topics --help').
+With --register-schemas DIR it then registers DIR's schemas, each under its
+topic's subject, as 'troupe schemas register --dir DIR' does: the one set-up
+step a deployment runs before its steps (the compose file's setup service,
+the Kubernetes Job). It needs the schema registry (--registry) for that.`,
+		Example: `  troupe topics apply --topology topology/orders.yaml
+  troupe topics apply --register-schemas schemas --registry http://registry:8081`,
+		Args: exactArgs(0, ""),
+		RunE: run(true),
+	}
+	apply.Flags().StringVar(&schemaDir, "register-schemas", "", "after the topics, register the .avsc files of this directory in the registry ('' for none)")
 	cmd.AddCommand(&cobra.Command{
 		Use:     "plan",
 		Short:   "Show which topics would be created and which do not match",
 		Example: "  troupe topics plan --topology topology/orders.yaml --brokers kafka:9092",
 		Args:    exactArgs(0, ""),
 		RunE:    run(false),
-	}, &cobra.Command{
-		Use:     "apply",
-		Short:   "Create the missing topics (refuses when an existing one does not match)",
-		Example: "  troupe topics apply --topology topology/orders.yaml",
-		Args:    exactArgs(0, ""),
-		RunE:    run(true),
-	})
+	}, apply)
 	return cmd
 }
 

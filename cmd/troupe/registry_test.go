@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,4 +86,29 @@ func TestRegistryCommandBadFlags(t *testing.T) {
 	s := &avroStack{brokers: "127.0.0.1:1", registry: "http://127.0.0.1:1"}
 	s.expect(t, exitUsage, []string{`--compatibility: unknown compatibility level "sideways"`, "BACKWARD_TRANSITIVE"}, "registry", "--compatibility", "sideways")
 	s.expect(t, exitUsage, []string{"--port 70000 is not a port"}, "registry", "--port", "70000")
+}
+
+func TestHealthcheck(t *testing.T) {
+	var status atomic.Int32
+	status.Store(http.StatusServiceUnavailable)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(int(status.Load()))
+		fmt.Fprint(w, "restoring 3 partitions")
+	}))
+	defer hs.Close()
+	out, code := runCLI(t, "healthcheck", hs.URL+"/readyz")
+	if code != exitFailure || !strings.Contains(out, "503") || !strings.Contains(out, "restoring 3 partitions") {
+		t.Errorf("healthcheck of a 503: exit %d, %q; want 1 with the status and body", code, out)
+	}
+	status.Store(http.StatusOK)
+	if out, code := runCLI(t, "healthcheck", strings.TrimPrefix(hs.URL, "http://")+"/readyz"); code != exitOK {
+		t.Errorf("healthcheck of a 200 (host:port/path): exit %d, %q", code, out)
+	}
+	if out, code := runCLI(t, "healthcheck"); code != exitUsage {
+		t.Errorf("healthcheck without a URL: exit %d, %q; want 2", code, out)
+	}
 }

@@ -214,22 +214,38 @@ func (p *Plan) Apply(ctx context.Context, cl *kgo.Client) ([]string, error) {
 		}
 		created = append(created, it.Spec.Name)
 	}
-	return created, waitVisible(ctx, adm, created)
+	return created, waitVisible(ctx, cl, created)
 }
 
 // waitVisible waits until the brokers' metadata lists every topic: a
 // creation is acknowledged before every broker knows of it, and a step
-// started right after `topics apply` would find its input missing.
-func waitVisible(ctx context.Context, adm *kadm.Client, topics []string) error {
+// started right after `topics apply` would find its input missing. It asks
+// a broker each time: kadm's ListTopics answers from the client's metadata
+// cache, which held the plan's "missing" for 5 s.
+func waitVisible(ctx context.Context, cl *kgo.Client, topics []string) error {
 	if len(topics) == 0 {
 		return nil
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		tds, err := adm.ListTopics(ctx, topics...)
+		req := kmsg.NewPtrMetadataRequest()
+		for _, t := range topics {
+			rt := kmsg.NewMetadataRequestTopic()
+			rt.Topic = kmsg.StringPtr(t)
+			req.Topics = append(req.Topics, rt)
+		}
+		resp, err := req.RequestWith(ctx, cl)
+		listed := map[string]bool{}
+		if err == nil {
+			for _, t := range resp.Topics {
+				if t.Topic != nil && t.ErrorCode == 0 && len(t.Partitions) > 0 {
+					listed[*t.Topic] = true
+				}
+			}
+		}
 		missing := 0
 		for _, t := range topics {
-			if td, ok := tds[t]; err != nil || !ok || td.Err != nil || len(td.Partitions) == 0 {
+			if !listed[t] {
 				missing++
 			}
 		}

@@ -55,6 +55,9 @@ type Stats struct {
 	// Partitions are the partitions counted: every partition of the saga
 	// in a whole answer, those of one process with scope=local.
 	Partitions []int32 `json:"partitions,omitempty"`
+	// overdue counts the instances stuck past their deadline (see
+	// Store.overdueBefore), for troupe_saga_overdue_instances.
+	overdue int
 }
 
 // OrphanPage is one page of Reader.Orphans.

@@ -240,11 +240,15 @@ func (q Query) matches(id string, sm summary) bool {
 // their orphans, and says which partitions those are.
 func (s *Store) Stats(context.Context) (Stats, error) {
 	st := Stats{ByStatus: map[Status]int{}, Partitions: s.rt.Partitions()}
+	due, overdue := s.overdueBefore(time.Now())
 	for _, p := range st.Partitions {
 		err := s.rt.ScanInstances(p, "", func(_ string, raw []byte) (bool, error) {
 			sm := summarize(raw)
 			if sm.Status != "" {
 				st.ByStatus[sm.Status]++
+			}
+			if due && (sm.Status == Running || sm.Status == Compensating) && sm.StartedAt.Before(overdue) {
+				st.overdue++
 			}
 			st.Orphans += len(sm.Orphans)
 			return true, nil
@@ -381,13 +385,34 @@ func parseCursor(c string) (listKey, bool, error) {
 	return listKey{n, id}, true, nil
 }
 
-// instancesCollector exports troupe_saga_instances{app,saga,status}: the
+// overdueBefore is the start time before which an instance that has not
+// ended is overdue: the saga's deadline and then the longest its
+// compensation may take (every step's command sent its attempts, each
+// waiting the timeout) have passed since its trigger's time, so a working
+// coordinator would have ended it. A saga without a deadline has no such
+// time (false).
+func (s *Store) overdueBefore(now time.Time) (bool, time.Time) {
+	if s.t.Deadline <= 0 {
+		return false, time.Time{}
+	}
+	budget := s.t.Deadline
+	for _, st := range s.t.Steps {
+		if st.Compensation.Command != "" {
+			budget += time.Duration(max(s.t.Compensate.Attempts, 1)) * s.t.Compensate.Timeout
+		}
+	}
+	return true, now.Add(-budget)
+}
+
+// instancesCollector exports troupe_saga_instances{app,saga,status} and
+// troupe_saga_overdue_instances{app,saga}: the
 // instances of the partitions this process serves, counted by a scan at
 // most every few seconds (a scrape of several processes sums to the saga's
 // total).
 type instancesCollector struct {
-	s    *Store
-	desc *prometheus.Desc
+	s       *Store
+	desc    *prometheus.Desc
+	overdue *prometheus.Desc
 	// every bounds how often a scrape scans the store.
 	every time.Duration
 }
@@ -398,10 +423,16 @@ func (s *Store) Collector() prometheus.Collector {
 	return &instancesCollector{s: s, every: 5 * time.Second, desc: prometheus.NewDesc(
 		prometheus.BuildFQName(metrics.Namespace, "saga", "instances"),
 		"Saga instances in the partitions this process serves, by status (sum over the coordinator processes).",
-		[]string{"status"}, prometheus.Labels{"app": s.t.App, "saga": s.t.Saga})}
+		[]string{"status"}, prometheus.Labels{"app": s.t.App, "saga": s.t.Saga}),
+		overdue: prometheus.NewDesc(prometheus.BuildFQName(metrics.Namespace, "saga", "overdue_instances"),
+			"Instances not ended (RUNNING or COMPENSATING) although their deadline and the longest their compensation may take have passed since their trigger's time: stuck (the coordinator down, behind, or not holding their partition). Always 0 for a saga without a deadline.",
+			nil, prometheus.Labels{"app": s.t.App, "saga": s.t.Saga})}
 }
 
-func (c *instancesCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *instancesCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.overdue
+}
 
 func (c *instancesCollector) Collect(ch chan<- prometheus.Metric) {
 	c.s.mu.Lock()
@@ -415,4 +446,5 @@ func (c *instancesCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, status := range []Status{Running, Completed, Compensating, Compensated, Failed} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(st.ByStatus[status]), string(status))
 	}
+	ch <- prometheus.MustNewConstMetric(c.overdue, prometheus.GaugeValue, float64(st.overdue))
 }

@@ -49,7 +49,7 @@ lint:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-## deps: check (and under CI install) what the tests need: Java, Maven, kcat, python3-venv
+## deps: check (and under CI install) what the tests need: Java, Maven, kcat, python3-venv, Chromium, promtool
 deps:
 	@bash .ci/deps
 

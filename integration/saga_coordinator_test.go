@@ -186,7 +186,7 @@ func (e *sagaEnv) produceEvent(ctx context.Context, id string, ev any) {
 // idle for 2 s.
 func (e *sagaEnv) readTopic(ctx context.Context, topic string) []*kgo.Record {
 	e.t.Helper()
-	cl := newClient(e.t, e.brokers, kgo.ConsumeTopics(topic),
+	cl := e.client(kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	var out []*kgo.Record
 	for idle := 0; idle < 4; {

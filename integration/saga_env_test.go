@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +37,18 @@ type sagaEnv struct {
 	serde    *avro.Serde
 	cl       *kgo.Client
 	procs    []*troupeProc
+
+	// For a secured cluster: env is added to every troupe process's
+	// environment (TROUPE_TLS_*, TROUPE_SASL_*), opts to every test client.
+	env     []string
+	opts    []kgo.Opt
+	regProc *troupeProc // the registry
+}
+
+// client is a test client of the env's brokers with opts.
+func (e *sagaEnv) client(opts ...kgo.Opt) *kgo.Client {
+	e.t.Helper()
+	return newClient(e.t, e.brokers, append(slices.Clone(e.opts), opts...)...)
 }
 
 // alive fails the test if a process it started has exited.
@@ -77,6 +90,12 @@ func newSagaEnv(t *testing.T, deadline string, edits ...string) *sagaEnv {
 // newSagaEnvOn is newSagaEnv on the given brokers.
 func newSagaEnvOn(t *testing.T, brokers []string, deadline string, edits ...string) *sagaEnv {
 	t.Helper()
+	return newSagaEnvWith(t, &sagaEnv{brokers: brokers}, deadline, edits...)
+}
+
+// newSagaEnvWith is newSagaEnv on base's brokers, with its env and opts.
+func newSagaEnvWith(t *testing.T, base *sagaEnv, deadline string, edits ...string) *sagaEnv {
+	t.Helper()
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
@@ -95,7 +114,8 @@ func newSagaEnvOn(t *testing.T, brokers []string, deadline string, edits ...stri
 		}
 		yaml = strings.Replace(yaml, edits[i], edits[i+1], 1)
 	}
-	e := &sagaEnv{t: t, dir: t.TempDir(), brokers: brokers}
+	e := base
+	e.t, e.dir = t, t.TempDir()
 	e.file = filepath.Join(e.dir, "orders.yaml")
 	if err := os.WriteFile(e.file, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -107,7 +127,7 @@ func newSagaEnvOn(t *testing.T, brokers []string, deadline string, edits ...stri
 	regAddr := freeAddr(t)
 	_, port, _ := strings.Cut(regAddr, ":")
 	e.registry = "http://" + regAddr
-	startTroupe(t, "registry", "registry", "--port", port, "--topic", "_schemas-"+id, "--brokers", e.brokerList())
+	e.regProc = startTroupeEnv(t, "registry", e.env, "registry", "--port", port, "--topic", "_schemas-"+id, "--brokers", e.brokerList())
 	eventually(t, 60*time.Second, "registry answers", func() (bool, string) {
 		resp, err := http.Get(e.registry + "/subjects")
 		if err != nil {
@@ -118,7 +138,7 @@ func newSagaEnvOn(t *testing.T, brokers []string, deadline string, edits ...stri
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if out, err := runTroupe(t, ctx, "topics", "apply", "--topology", e.file, "--brokers", e.brokerList()); err != nil {
+	if out, err := runTroupeEnv(t, ctx, e.env, "topics", "apply", "--topology", e.file, "--brokers", e.brokerList()); err != nil {
 		t.Fatalf("troupe topics apply: %v\n%s", err, out)
 	}
 
@@ -130,7 +150,7 @@ func newSagaEnvOn(t *testing.T, brokers []string, deadline string, edits ...stri
 	if err := orders.Register(e.serde); err != nil {
 		t.Fatal(err)
 	}
-	e.cl = newClient(t, e.brokers, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	e.cl = e.client(kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	return e
 }
 
@@ -149,7 +169,7 @@ func (e *sagaEnv) startStep(name, replica string, extra ...string) *troupeProc {
 	} else {
 		args = append(args, "--step", name)
 	}
-	p := startTroupe(e.t, name+"-"+replica, append(args, extra...)...)
+	p := startTroupeEnv(e.t, name+"-"+replica, e.env, append(args, extra...)...)
 	p.http = "http://" + addr
 	e.procs = append(e.procs, p)
 	return p
@@ -181,7 +201,7 @@ func (e *sagaEnv) chains(ctx context.Context, timeout time.Duration, done func(m
 	for _, tp := range e.topo.Topics {
 		topics = append(topics, tp.Name)
 	}
-	cl := newClient(e.t, e.brokers, kgo.ConsumeTopics(topics...),
+	cl := e.client(kgo.ConsumeTopics(topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	out := map[string][]string{}
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -89,9 +89,17 @@ func (l *lockedBuffer) String() string {
 // is printed.
 func startTroupe(t *testing.T, name string, args ...string) *troupeProc {
 	t.Helper()
+	return startTroupeEnv(t, name, nil, args...)
+}
+
+// startTroupeEnv is startTroupe with env (KEY=value) added to, or
+// overriding, the process's environment.
+func startTroupeEnv(t *testing.T, name string, env []string, args ...string) *troupeProc {
+	t.Helper()
 	p := &troupeProc{t: t, name: name, log: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(troupeBin(t), args...)
 	p.cmd.Env = append(os.Environ(), "TROUPE_BROKERS="+strings.Join(kafkaharness.Brokers(), ","), "TROUPE_LOG_FORMAT=json")
+	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -146,8 +154,15 @@ func (p *troupeProc) Exited() bool {
 // runTroupe runs `troupe args...` to completion and returns its output.
 func runTroupe(t *testing.T, ctx context.Context, args ...string) (string, error) {
 	t.Helper()
+	return runTroupeEnv(t, ctx, nil, args...)
+}
+
+// runTroupeEnv is runTroupe with env added to the environment.
+func runTroupeEnv(t *testing.T, ctx context.Context, env []string, args ...string) (string, error) {
+	t.Helper()
 	cmd := exec.CommandContext(ctx, troupeBin(t), args...)
 	cmd.Env = append(os.Environ(), "TROUPE_BROKERS="+strings.Join(kafkaharness.Brokers(), ","))
+	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

@@ -54,9 +54,24 @@ type Options struct {
 	// SIGKILL. Default 15 s.
 	StopTimeout time.Duration
 
+	// Listener is how clients connect: ListenerPlaintext (the default),
+	// ListenerSASLSSL or ListenerMTLS. A secured cluster makes a CA at
+	// start (see Cluster.CA) that signs each broker's certificate, for
+	// 127.0.0.1 and localhost; brokers talk among themselves on a
+	// PLAINTEXT listener of their own, which Addrs does not list.
+	Listener string
+
+	// SCRAMUsers are SCRAM-SHA-512 credentials, user name to password,
+	// that the storage format writes into the cluster metadata (kafka-storage
+	// format --add-scram), so they exist before the first start.
+	// ListenerSASLSSL needs at least one. Names and passwords are letters,
+	// digits and ._- only.
+	SCRAMUsers map[string]string
+
 	// Fake runs franz-go's in-process kfake cluster instead of Apache Kafka:
 	// no JVM, starts in milliseconds, but it is a reimplementation, not the
-	// real broker. Dir, Config and JavaOpts are ignored.
+	// real broker. Dir, Config and JavaOpts are ignored; Listener must be
+	// plaintext.
 	Fake bool
 }
 
@@ -71,6 +86,7 @@ type Cluster struct {
 	java   string
 	libs   string
 	log4j  string
+	ca     *CA // of a secured cluster
 
 	// Class data sharing: cdsArchive is the archive every JVM maps if it
 	// exists; otherwise the first node to start writes cdsDump when it exits
@@ -102,7 +118,17 @@ type node struct {
 	dumps   bool // this run writes the CDS archive at exit
 }
 
-func (n *node) addr() string      { return "127.0.0.1:" + strconv.Itoa(n.ports.broker) }
+func (n *node) addr() string { return "127.0.0.1:" + strconv.Itoa(n.ports.broker) }
+
+// readyAddr is where the harness checks the node: a secured node's
+// plaintext internal listener.
+func (n *node) readyAddr() string {
+	if n.ports.internal != 0 {
+		return "127.0.0.1:" + strconv.Itoa(n.ports.internal)
+	}
+	return n.addr()
+}
+
 func (n *node) logPath() string   { return filepath.Join(n.dir, "server.log") }
 func (n *node) propsPath() string { return filepath.Join(n.dir, "server.properties") }
 func (n *node) running() bool     { return n.cmd != nil && !n.hasExited() }
@@ -206,6 +232,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if logw == nil {
 		logw = io.Discard
 	}
+	if err := checkSecurity(opts); err != nil {
+		return nil, err
+	}
 	if opts.Fake {
 		return startFake(opts, logw)
 	}
@@ -262,13 +291,25 @@ func startReal(ctx context.Context, opts Options, logw io.Writer, java, libs str
 	}
 
 	n := opts.Brokers
-	raw, err := freePorts(2 * n)
+	per := 2
+	if secured(opts.Listener) {
+		per = 3
+	}
+	raw, err := freePorts(per * n)
 	if err != nil {
 		return fail(err)
 	}
 	ports := make([]nodePorts, n)
 	for i := range ports {
-		ports[i] = nodePorts{broker: raw[2*i], controller: raw[2*i+1]}
+		ports[i] = nodePorts{broker: raw[per*i], controller: raw[per*i+1]}
+		if per == 3 {
+			ports[i].internal = raw[per*i+2]
+		}
+	}
+	if secured(opts.Listener) {
+		if c.ca, err = NewCA(filepath.Join(c.dir, "tls"), "kafkaharness"); err != nil {
+			return fail(err)
+		}
 	}
 	clusterID, err := newClusterID()
 	if err != nil {
@@ -283,7 +324,19 @@ func startReal(ctx context.Context, opts Options, logw io.Writer, java, libs str
 		if err := os.MkdirAll(nd.dir, 0o755); err != nil {
 			return fail(fmt.Errorf("kafkaharness: %w", err))
 		}
-		props := serverProperties(nd.id, ports, filepath.Join(nd.dir, "data"), opts.Config)
+		var ks, ts string
+		if c.ca != nil {
+			cert, key, err := c.ca.Issue(fmt.Sprintf("broker-%d", nd.id), "127.0.0.1", "localhost")
+			if err != nil {
+				return fail(err)
+			}
+			ks, ts = filepath.Join(nd.dir, "keystore.pem"), c.ca.CertFile
+			if err := keystore(ks, cert, key); err != nil {
+				return fail(err)
+			}
+		}
+		listeners := listenerProperties(opts.Listener, ports[i], ks, ts)
+		props := serverProperties(nd.id, ports, listeners, filepath.Join(nd.dir, "data"), opts.Config)
 		if err := os.WriteFile(nd.propsPath(), []byte(props), 0o644); err != nil {
 			return fail(fmt.Errorf("kafkaharness: %w", err))
 		}
@@ -347,6 +400,9 @@ func (c *Cluster) format(ctx context.Context, nd *node, clusterID string) error 
 		"-Dlog4j2.configurationFile="+c.log4j,
 		"-cp", filepath.Join(c.libs, "*"),
 		"kafka.tools.StorageTool", "format", "-t", clusterID, "-c", nd.propsPath())
+	for _, u := range sortedKeys(c.opts.SCRAMUsers) {
+		args = append(args, "--add-scram", fmt.Sprintf("SCRAM-SHA-512=[name=%s,password=%s]", u, c.opts.SCRAMUsers[u]))
+	}
 	cmd := exec.CommandContext(ctx, c.java, args...)
 	cmd.Dir = nd.dir
 	var out bytes.Buffer
@@ -408,7 +464,7 @@ func (c *Cluster) waitReady(ctx context.Context, want []*node) error {
 
 	clients := make([]*kgo.Client, len(want))
 	for i, nd := range want {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(nd.addr()), kgo.DialTimeout(time.Second))
+		cl, err := kgo.NewClient(kgo.SeedBrokers(nd.readyAddr()), kgo.DialTimeout(time.Second))
 		if err != nil {
 			return fmt.Errorf("kafkaharness: %w", err)
 		}
@@ -492,6 +548,11 @@ func (c *Cluster) NodeID(i int) int32 {
 	}
 	return int32(c.nodes[i].id)
 }
+
+// CA is the authority that signed the brokers' certificates of a secured
+// cluster (nil for a plaintext one): trust its CertFile, and Issue client
+// certificates with it for ListenerMTLS.
+func (c *Cluster) CA() *CA { return c.ca }
 
 // Dir is the directory holding the nodes' configs, data and logs ("" for a
 // fake cluster).

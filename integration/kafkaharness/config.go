@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,16 +37,74 @@ logger.config.name = org.apache.kafka.common.config.AbstractConfig
 logger.config.level = warn
 `
 
-// nodePorts are one node's listener ports.
+// nodePorts are one node's listener ports. internal is 0 unless the
+// cluster is secured (see Options.Listener).
 type nodePorts struct {
-	broker, controller int
+	broker, controller, internal int
+}
+
+// Listeners that Options.Listener chooses.
+const (
+	// ListenerPlaintext: clients connect without TLS or authentication.
+	ListenerPlaintext = "PLAINTEXT"
+	// ListenerSASLSSL: TLS (the broker's certificate signed by the
+	// cluster's CA) and SASL SCRAM-SHA-512 with the users of
+	// Options.SCRAMUsers.
+	ListenerSASLSSL = "SASL_SSL"
+	// ListenerMTLS: TLS both ways; a client must present a certificate
+	// the cluster's CA signed (Kafka's SSL with ssl.client.auth=required).
+	ListenerMTLS = "MTLS"
+)
+
+// secured reports whether listener is one of the TLS ones.
+func secured(listener string) bool { return listener == ListenerSASLSSL || listener == ListenerMTLS }
+
+// listenerProperties are the listener keys of server.properties. A secured
+// cluster puts clients on CLIENT (its advertised address is Addrs') and
+// keeps a PLAINTEXT INTERNAL listener for the brokers among themselves and
+// for the harness's readiness checks. keystore and truststore are PEM files
+// (ssl.keystore.type=PEM: no keytool needed).
+func listenerProperties(listener string, me nodePorts, keystore, truststore string) [][2]string {
+	if !secured(listener) {
+		return [][2]string{
+			{"listeners", fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", me.broker, me.controller)},
+			{"advertised.listeners", fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", me.broker)},
+			{"inter.broker.listener.name", "PLAINTEXT"},
+			{"controller.listener.names", "CONTROLLER"},
+			{"listener.security.protocol.map", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"},
+		}
+	}
+	protocol := "SASL_SSL"
+	if listener == ListenerMTLS {
+		protocol = "SSL"
+	}
+	kv := [][2]string{
+		{"listeners", fmt.Sprintf("CLIENT://127.0.0.1:%d,INTERNAL://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", me.broker, me.internal, me.controller)},
+		{"advertised.listeners", fmt.Sprintf("CLIENT://127.0.0.1:%d,INTERNAL://127.0.0.1:%d", me.broker, me.internal)},
+		{"inter.broker.listener.name", "INTERNAL"},
+		{"controller.listener.names", "CONTROLLER"},
+		{"listener.security.protocol.map", "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,CLIENT:" + protocol},
+		{"listener.name.client.ssl.keystore.type", "PEM"},
+		{"listener.name.client.ssl.keystore.location", keystore},
+	}
+	if listener == ListenerSASLSSL {
+		return append(kv,
+			[2]string{"listener.name.client.sasl.enabled.mechanisms", "SCRAM-SHA-512"},
+			[2]string{"listener.name.client.scram-sha-512.sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required;"},
+		)
+	}
+	return append(kv,
+		[2]string{"listener.name.client.ssl.client.auth", "required"},
+		[2]string{"listener.name.client.ssl.truststore.type", "PEM"},
+		[2]string{"listener.name.client.ssl.truststore.location", truststore},
+	)
 }
 
 // serverProperties renders node id's server.properties (id is 1-based). The
 // values are kafka-recipe.md's, plus a few that make tests fast: the log
 // cleaner wakes every second, and a dead broker is fenced after 5 s instead of
-// 9 s. extra overrides or adds keys.
-func serverProperties(id int, ports []nodePorts, dataDir string, extra map[string]string) string {
+// 9 s. listeners are listenerProperties'; extra overrides or adds keys.
+func serverProperties(id int, ports []nodePorts, listeners [][2]string, dataDir string, extra map[string]string) string {
 	n := len(ports)
 	voters := make([]string, n)
 	for i, p := range ports {
@@ -57,16 +116,13 @@ func serverProperties(id int, ports []nodePorts, dataDir string, extra map[strin
 	if n >= 3 {
 		isr = "2"
 	}
-	me := ports[id-1]
 	kv := [][2]string{
 		{"process.roles", "broker,controller"},
 		{"node.id", strconv.Itoa(id)},
 		{"controller.quorum.voters", strings.Join(voters, ",")},
-		{"listeners", fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", me.broker, me.controller)},
-		{"advertised.listeners", fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", me.broker)},
-		{"inter.broker.listener.name", "PLAINTEXT"},
-		{"controller.listener.names", "CONTROLLER"},
-		{"listener.security.protocol.map", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"},
+	}
+	kv = append(kv, listeners...)
+	kv = append(kv, [][2]string{
 		{"log.dirs", dataDir},
 		{"num.partitions", "1"},
 		{"default.replication.factor", rf},
@@ -97,7 +153,7 @@ func serverProperties(id int, ports []nodePorts, dataDir string, extra map[strin
 		{"group.consumer.heartbeat.interval.ms", "1000"},
 		{"group.consumer.min.session.timeout.ms", "6000"},
 		{"group.consumer.session.timeout.ms", "6000"},
-	}
+	}...)
 	var b strings.Builder
 	b.WriteString("# Written by troupe's kafkaharness.\n")
 	seen := map[string]bool{}
@@ -162,4 +218,38 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// scramSafe is what a SCRAM user name or password may hold: the storage
+// tool's --add-scram syntax has no escapes.
+var scramSafe = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
+// checkSecurity checks Options.Listener and SCRAMUsers.
+func checkSecurity(opts Options) error {
+	switch opts.Listener {
+	case "", ListenerPlaintext, ListenerSASLSSL, ListenerMTLS:
+	default:
+		return fmt.Errorf("kafkaharness: Listener is %q, want %q, %q or %q", opts.Listener, ListenerPlaintext, ListenerSASLSSL, ListenerMTLS)
+	}
+	if opts.Fake && secured(opts.Listener) {
+		return fmt.Errorf("kafkaharness: Listener %s needs the real broker (the harness does not secure kfake)", opts.Listener)
+	}
+	if opts.Listener == ListenerSASLSSL && len(opts.SCRAMUsers) == 0 {
+		return fmt.Errorf("kafkaharness: Listener %s needs at least one of SCRAMUsers", opts.Listener)
+	}
+	for u, p := range opts.SCRAMUsers {
+		if !scramSafe.MatchString(u) || !scramSafe.MatchString(p) {
+			return fmt.Errorf("kafkaharness: SCRAM user %q or its password has characters other than letters, digits and ._-", u)
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -15,7 +15,7 @@ import (
 )
 
 func TestServerProperties(t *testing.T) {
-	ports := []nodePorts{{9001, 9101}, {9002, 9102}, {9003, 9103}}
+	ports := []nodePorts{{broker: 9001, controller: 9101}, {broker: 9002, controller: 9102}, {broker: 9003, controller: 9103}}
 	for _, tc := range []struct {
 		name  string
 		ports []nodePorts
@@ -61,7 +61,7 @@ func TestServerProperties(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := serverProperties(tc.id, tc.ports, "/data", tc.extra)
+			got := serverProperties(tc.id, tc.ports, listenerProperties(ListenerPlaintext, tc.ports[tc.id-1], "", ""), "/data", tc.extra)
 			for _, w := range tc.want {
 				if !strings.Contains(got, w) {
 					t.Errorf("missing %q in:\n%s", w, got)

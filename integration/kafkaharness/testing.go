@@ -172,11 +172,26 @@ func Shared() *Cluster { return shared }
 // CI=true.
 func StartCluster(t testing.TB, brokers int) *Cluster {
 	t.Helper()
+	return StartClusterWith(t, Options{Brokers: brokers})
+}
+
+// StartClusterWith is StartCluster with opts (Logger defaults to t's
+// output). A secured cluster (opts.Listener) needs the real broker: under
+// TROUPE_TEST_KAFKA=kfake, t is skipped.
+func StartClusterWith(t testing.TB, opts Options) *Cluster {
+	t.Helper()
 	fake, err := wantFake()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Start(t.Context(), Options{Brokers: brokers, Fake: fake, Logger: t.Output()})
+	if fake && secured(opts.Listener) {
+		t.Skipf("%s=kfake: the harness secures only the real broker (Listener %s)", EnvKafka, opts.Listener)
+	}
+	opts.Fake = fake
+	if opts.Logger == nil {
+		opts.Logger = t.Output()
+	}
+	c, err := Start(t.Context(), opts)
 	if err != nil {
 		if errors.Is(err, ErrToolMissing) && !inCI() {
 			t.Skipf("%v (set %s=kfake to run against kfake)", err, EnvKafka)

@@ -6,12 +6,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -98,7 +100,7 @@ func (c *Config) Opts() ([]kgo.Opt, error) {
 		kgo.WithLogger(logging.Kgo(c.Logger)),
 		kgo.DialTimeout(5 * time.Second),
 	}
-	if c.TLS || c.TLSCAFile != "" || c.TLSCertFile != "" {
+	if c.tlsOn() {
 		cfg, err := c.tlsConfig()
 		if err != nil {
 			return nil, err
@@ -121,18 +123,18 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	if c.TLSCAFile != "" {
 		pem, err := os.ReadFile(c.TLSCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("read TLS CA file: %w", err)
+			return nil, fmt.Errorf("read the CA file of --tls-ca (TROUPE_TLS_CA): %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("TLS CA file %s holds no PEM certificate", c.TLSCAFile)
+			return nil, fmt.Errorf("CA file %s of --tls-ca (TROUPE_TLS_CA) holds no PEM certificate", c.TLSCAFile)
 		}
 		cfg.RootCAs = pool
 	}
 	if c.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("load TLS client certificate: %w", err)
+			return nil, fmt.Errorf("load the client certificate of --tls-cert and --tls-key (TROUPE_TLS_CERT, TROUPE_TLS_KEY): %w", err)
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
@@ -155,8 +157,63 @@ func NewClient(ctx context.Context, c Config, extra ...kgo.Opt) (*kgo.Client, er
 	defer cancel()
 	if err := cl.Ping(pctx); err != nil {
 		cl.Close()
+		if hint := c.securityHint(err); hint != "" {
+			return nil, fmt.Errorf("cannot connect to Kafka at %s: %w: %s", strings.Join(c.Brokers, ","), err, hint)
+		}
 		return nil, fmt.Errorf("cannot reach Kafka at %s: %w (is the broker running? set --brokers or TROUPE_BROKERS)",
 			strings.Join(c.Brokers, ","), err)
 	}
 	return cl, nil
 }
+
+// securityHint names the setting to fix when err, a failed first request,
+// comes from TLS or SASL, or "" if it does not. It never quotes the
+// password.
+func (c *Config) securityHint(err error) string {
+	var (
+		unknownCA    x509.UnknownAuthorityError
+		wrongHost    x509.HostnameError
+		invalid      x509.CertificateInvalidError
+		notTLS       tls.RecordHeaderError
+		op           *net.OpError
+		firstReadEOF *kgo.ErrFirstReadEOF
+	)
+	mech := strings.ToUpper(c.SASLMechanism)
+	switch {
+	case errors.Is(err, kerr.SaslAuthenticationFailed):
+		return fmt.Sprintf("the broker refused user %q with %s: check --sasl-user (TROUPE_SASL_USER) and --sasl-password (TROUPE_SASL_PASSWORD), and that the user has %s credentials (--sasl-mechanism)",
+			c.SASLUser, mech, mech)
+	case errors.Is(err, kerr.UnsupportedSaslMechanism), errors.Is(err, kerr.IllegalSaslState):
+		return fmt.Sprintf("the listener does not take SASL %s: set --sasl-mechanism (TROUPE_SASL_MECHANISM) to one it enables (sasl.enabled.mechanisms), or none if it has no SASL", mech)
+	case errors.As(err, &unknownCA):
+		return "the broker's certificate is signed by an authority this client does not trust: set --tls-ca (TROUPE_TLS_CA) to the PEM file of the CA that signed it"
+	case errors.As(err, &wrongHost):
+		return "the broker's certificate is not for the host in --brokers: connect by a name or address the certificate holds"
+	case errors.As(err, &invalid):
+		return "the broker's certificate is not valid (expired, or not for a server): renew it, or check --tls-ca (TROUPE_TLS_CA)"
+	case errors.As(err, &notTLS):
+		return "the listener does not speak TLS: drop --tls, --tls-ca, --tls-cert and --tls-key (TROUPE_TLS*), or connect to the broker's TLS port"
+	case errors.As(err, &op) && op.Op == "remote error" && strings.Contains(op.Err.Error(), "tls:"):
+		// A TLS alert from the broker: it refused our side of the handshake.
+		if c.TLSCertFile == "" {
+			return "the broker wants a client certificate (mTLS): set --tls-cert and --tls-key (TROUPE_TLS_CERT, TROUPE_TLS_KEY)"
+		}
+		return fmt.Sprintf("the broker refused the client certificate %s: use --tls-cert and --tls-key (TROUPE_TLS_CERT, TROUPE_TLS_KEY) of a certificate signed by a CA the broker trusts (its ssl.truststore)", c.TLSCertFile)
+	case errors.As(err, &firstReadEOF):
+		if c.tlsOn() {
+			return "the broker closed the connection: if its listener has no TLS drop --tls (TROUPE_TLS); if it wants a client certificate set --tls-cert and --tls-key"
+		}
+		if mech == "" {
+			return "the broker closed the connection: if its listener uses TLS set --tls or --tls-ca (TROUPE_TLS, TROUPE_TLS_CA); if it uses SASL set --sasl-mechanism, --sasl-user and --sasl-password"
+		}
+		return "the broker closed the connection: if its listener uses TLS set --tls or --tls-ca (TROUPE_TLS, TROUPE_TLS_CA)"
+	case mech != "" && errors.Is(err, io.EOF):
+		// kfake, and brokers before KIP-152, close the connection on bad
+		// credentials rather than answering.
+		return "the broker closed the connection: check --sasl-user (TROUPE_SASL_USER), --sasl-password (TROUPE_SASL_PASSWORD) and --sasl-mechanism (TROUPE_SASL_MECHANISM)"
+	}
+	return ""
+}
+
+// tlsOn reports whether c connects with TLS.
+func (c *Config) tlsOn() bool { return c.TLS || c.TLSCAFile != "" || c.TLSCertFile != "" }

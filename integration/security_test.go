@@ -43,7 +43,9 @@ func testSecuredSaga(t *testing.T, listener string) {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	pass := "pw-" + hex.EncodeToString(b[:])
+	start := time.Now()
 	c := kafkaharness.StartClusterWith(t, kafkaharness.Options{Listener: listener, SCRAMUsers: map[string]string{user: pass}})
+	t.Logf("%s: broker up in %s", listener, time.Since(start).Round(10*time.Millisecond))
 	ca := c.CA().CertFile
 
 	var secrets []string // what no output may show
@@ -92,8 +94,10 @@ func testSecuredSaga(t *testing.T, listener string) {
 		t.Fatal(err)
 	}
 
+	// Two partitions a topic, not the file's 8: fewer to create and assign.
 	begin := time.Now()
-	e := newSagaEnvWith(t, &sagaEnv{brokers: c.Addrs(), env: env, opts: opts}, "")
+	e := newSagaEnvWith(t, &sagaEnv{brokers: c.Addrs(), env: env, opts: opts}, "", "partitions: 8", "partitions: 2")
+	t.Logf("%s: registry up, topics applied in %s", listener, time.Since(begin).Round(10*time.Millisecond))
 	for _, s := range []string{"payment", "inventory", "shipping"} {
 		e.startStep(s, "1")
 	}
@@ -105,6 +109,7 @@ func testSecuredSaga(t *testing.T, listener string) {
 	}
 	ctx := context.Background()
 	e.ready(e.procs...)
+	t.Logf("%s: steps and coordinator ready %s after the broker", listener, time.Since(begin).Round(10*time.Millisecond))
 	e.placeOrders(ctx, want)
 	got := e.waitEnded(coord.http, want, 60*time.Second)
 	chains := e.chains(ctx, 30*time.Second, func(c map[string][]string) bool {
@@ -119,7 +124,7 @@ func testSecuredSaga(t *testing.T, listener string) {
 		return true
 	})
 	checkEnds(t, want, got, chains)
-	t.Logf("%s: %d sagas ended as predicted, %s after the broker was up", listener, len(want), time.Since(begin).Round(10*time.Millisecond))
+	t.Logf("%s: %d sagas ended as predicted %s after the broker", listener, len(want), time.Since(begin).Round(10*time.Millisecond))
 
 	// Refused connections: each `troupe run` exits non-zero within a bound,
 	// naming the flag. They run at once; each is timed from its own start.
@@ -149,7 +154,7 @@ func testSecuredSaga(t *testing.T, listener string) {
 				t.Errorf("%s: the output does not say %q:\n%s", r.name, w, tail(out, 20))
 			}
 		}
-		t.Logf("%s: exited in %s (%v)", r.name, took.Round(10*time.Millisecond), p.err)
+		t.Logf("%s: exited in %s (%v): %s", r.name, took.Round(10*time.Millisecond), p.err, tail(out, 1))
 	}
 
 	// The secrets are in no output: not the saga's processes', not the

@@ -2,6 +2,8 @@ package kafkaharness
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -224,5 +226,99 @@ func TestRealRestart(t *testing.T) {
 	}
 	if !strings.Contains(c.LogTail(2000), "Kafka Server started") {
 		t.Errorf("log tail lacks the start line:\n%s", c.LogTail(20))
+	}
+}
+
+func TestListenerProperties(t *testing.T) {
+	me := nodePorts{broker: 9001, controller: 9101, internal: 9201}
+	get := func(kv [][2]string) map[string]string {
+		m := map[string]string{}
+		for _, p := range kv {
+			m[p[0]] = p[1]
+		}
+		return m
+	}
+	sasl := get(listenerProperties(ListenerSASLSSL, me, "/ks.pem", "/ca.pem"))
+	mtls := get(listenerProperties(ListenerMTLS, me, "/ks.pem", "/ca.pem"))
+	for _, m := range []map[string]string{sasl, mtls} {
+		if m["advertised.listeners"] != "CLIENT://127.0.0.1:9001,INTERNAL://127.0.0.1:9201" || m["inter.broker.listener.name"] != "INTERNAL" ||
+			m["listener.name.client.ssl.keystore.type"] != "PEM" || m["listener.name.client.ssl.keystore.location"] != "/ks.pem" {
+			t.Errorf("secured listener properties: %v", m)
+		}
+	}
+	if sasl["listener.security.protocol.map"] != "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,CLIENT:SASL_SSL" ||
+		sasl["listener.name.client.sasl.enabled.mechanisms"] != "SCRAM-SHA-512" || sasl["listener.name.client.ssl.client.auth"] != "" {
+		t.Errorf("SASL_SSL: %v", sasl)
+	}
+	if mtls["listener.security.protocol.map"] != "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,CLIENT:SSL" ||
+		mtls["listener.name.client.ssl.client.auth"] != "required" || mtls["listener.name.client.ssl.truststore.location"] != "/ca.pem" {
+		t.Errorf("MTLS: %v", mtls)
+	}
+	for _, tc := range []struct {
+		opts Options
+		want string // in the error; "" valid
+	}{
+		{Options{}, ""},
+		{Options{Listener: ListenerSASLSSL, SCRAMUsers: map[string]string{"ops": "pw-1"}}, ""},
+		{Options{Listener: ListenerMTLS}, ""},
+		{Options{Listener: "SSL"}, `Listener is "SSL"`},
+		{Options{Listener: ListenerSASLSSL}, "needs at least one of SCRAMUsers"},
+		{Options{Listener: ListenerSASLSSL, SCRAMUsers: map[string]string{"ops": "a,b]"}}, "characters"},
+		{Options{Listener: ListenerMTLS, Fake: true}, "needs the real broker"},
+	} {
+		err := checkSecurity(tc.opts)
+		if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("checkSecurity(%+v) = %v, want %q", tc.opts, err, tc.want)
+		}
+	}
+}
+
+// A certificate the CA issues verifies against the CA file for its hosts,
+// as a server and as a client, and not against another CA.
+func TestCAIssue(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := NewCA(dir, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewCA(filepath.Join(dir, "other"), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err := ca.Issue("broker", "127.0.0.1", "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := func(c *CA) *x509.CertPool {
+		p := x509.NewCertPool()
+		b, err := os.ReadFile(c.CertFile)
+		if err != nil || !p.AppendCertsFromPEM(b) {
+			t.Fatalf("CA file %s: %v", c.CertFile, err)
+		}
+		return p
+	}
+	for _, host := range []string{"127.0.0.1", "localhost"} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool(ca), DNSName: host, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Errorf("server certificate for %s: %v", host, err)
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool(ca), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("as a client certificate: %v", err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool(other)}); err == nil {
+		t.Error("verifies against another CA")
+	}
+	if st, err := os.Stat(keyFile); err != nil {
+		t.Error(err)
+	} else if st.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v, want 0600", st.Mode().Perm())
 	}
 }

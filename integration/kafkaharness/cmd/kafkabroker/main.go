@@ -4,10 +4,15 @@
 //	go run ./integration/kafkaharness/cmd/kafkabroker              # until Ctrl-C
 //	go run ./integration/kafkaharness/cmd/kafkabroker -brokers 3
 //	go run ./integration/kafkaharness/cmd/kafkabroker -- go test ./integration/...
+//	go run ./integration/kafkaharness/cmd/kafkabroker -listener SASL_SSL -scram ops:secret-1
+//	go run ./integration/kafkaharness/cmd/kafkabroker -listener MTLS
 //
 // It prints the address (and exports TROUPE_TEST_BROKERS); with a command
 // after "--" it runs the command against the broker, prints the broker log
-// tail if the command fails, and exits with the command's code.
+// tail if the command fails, and exits with the command's code. A secured
+// broker's client settings (TROUPE_TLS_CA, and TROUPE_SASL_* or a client
+// certificate in TROUPE_TLS_CERT and TROUPE_TLS_KEY) are printed too, the
+// password excepted, and exported to the command.
 package main
 
 import (
@@ -33,6 +38,8 @@ func run() int {
 	dir := flag.String("dir", "", "directory for configs, data and logs (default: a temporary directory, removed on exit)")
 	fake := flag.Bool("kfake", false, "run franz-go's in-process kfake instead of Apache Kafka")
 	fetch := flag.Bool("fetch", false, "only fetch the Kafka jars into the cache, then exit")
+	listener := flag.String("listener", kafkaharness.ListenerPlaintext, "client listener: PLAINTEXT, SASL_SSL (SCRAM-SHA-512, users of -scram) or MTLS")
+	scramUser := flag.String("scram", "", "with -listener SASL_SSL: the SCRAM-SHA-512 user to create, as user:password")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: kafkabroker [flags] [-- command args...]\n")
 		flag.PrintDefaults()
@@ -52,7 +59,12 @@ func run() int {
 		return 0
 	}
 
-	c, err := kafkaharness.Start(ctx, kafkaharness.Options{Brokers: *brokers, Dir: *dir, Fake: *fake, Logger: os.Stderr})
+	opts := kafkaharness.Options{Brokers: *brokers, Dir: *dir, Fake: *fake, Logger: os.Stderr, Listener: *listener}
+	user, pass, _ := strings.Cut(*scramUser, ":")
+	if *scramUser != "" {
+		opts.SCRAMUsers = map[string]string{user: pass}
+	}
+	c, err := kafkaharness.Start(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		if errors.Is(err, kafkaharness.ErrToolMissing) {
@@ -63,6 +75,27 @@ func run() int {
 	defer c.Stop()
 	addrs := strings.Join(c.Addrs(), ",")
 	os.Setenv(kafkaharness.EnvBrokers, addrs)
+	if c.CA() != nil {
+		env := [][2]string{{"TROUPE_BROKERS", addrs}, {"TROUPE_TLS_CA", c.CA().CertFile}}
+		if *listener == kafkaharness.ListenerSASLSSL {
+			env = append(env, [2]string{"TROUPE_SASL_MECHANISM", "SCRAM-SHA-512"}, [2]string{"TROUPE_SASL_USER", user})
+			os.Setenv("TROUPE_SASL_PASSWORD", pass)
+		} else {
+			cert, key, err := c.CA().Issue("client")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			env = append(env, [2]string{"TROUPE_TLS_CERT", cert}, [2]string{"TROUPE_TLS_KEY", key})
+		}
+		for _, kv := range env {
+			os.Setenv(kv[0], kv[1])
+			fmt.Printf("%s=%s\n", kv[0], kv[1])
+		}
+		if *listener == kafkaharness.ListenerSASLSSL {
+			fmt.Println("TROUPE_SASL_PASSWORD=(the password of -scram)")
+		}
+	}
 
 	args := flag.Args()
 	if len(args) == 0 {

@@ -29,7 +29,11 @@
 //	}
 //
 // A fault test that kills brokers takes a cluster of its own with
-// [StartCluster]. The environment chooses the backend:
+// [StartCluster]. [StartClusterWith] takes [Options]; with Options.Listener
+// the client listener is SASL_SSL (SCRAM-SHA-512 users of
+// Options.SCRAMUsers, written at format time) or mTLS, behind certificates
+// that a [CA] made in Go at start signs (PEM keystores, no keytool). The
+// environment chooses the backend:
 //
 //	TROUPE_TEST_BROKERS=host:port,...  use that cluster, start nothing
 //	TROUPE_TEST_KAFKA=kfake            in-process franz-go kfake (NOT Kafka)

@@ -75,6 +75,9 @@ func (c *Config) Validate() error {
 		if c.SASLUser == "" {
 			errs = append(errs, fmt.Errorf("SASL %s needs a user (set --sasl-user or TROUPE_SASL_USER)", c.SASLMechanism))
 		}
+		if c.SASLPassword == "" {
+			errs = append(errs, fmt.Errorf("SASL %s needs a password (set TROUPE_SASL_PASSWORD, or --sasl-password)", c.SASLMechanism))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("unknown SASL mechanism %q (use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)", c.SASLMechanism))
 	}

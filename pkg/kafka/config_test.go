@@ -20,7 +20,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no brokers", Config{}, []string{"no brokers", "TROUPE_BROKERS"}},
 		{"bad broker", Config{Brokers: []string{"localhost"}}, []string{`"localhost" is not host:port`}},
 		{"sasl", Config{Brokers: []string{"a:1"}, SASLMechanism: "GSSAPI"}, []string{"unknown SASL mechanism"}},
-		{"sasl user", Config{Brokers: []string{"a:1"}, SASLMechanism: "scram-sha-512"}, []string{"needs a user"}},
+		{"sasl user", Config{Brokers: []string{"a:1"}, SASLMechanism: "scram-sha-512"}, []string{"needs a user", "needs a password", "TROUPE_SASL_PASSWORD"}},
+		{"sasl ok", Config{Brokers: []string{"a:1"}, SASLMechanism: "scram-sha-512", SASLUser: "u", SASLPassword: "p"}, nil},
 		{"all at once", Config{Brokers: []string{"x"}, TLSCertFile: "c.pem", SASLMechanism: "X"}, []string{"host:port", "SASL", "--tls-key"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -130,16 +130,24 @@ func tooLarge(err error) bool {
 }
 
 // parse parses an Avro schema in a cache of its own, so that versions of one
-// record in different subjects never see each other. hamba/avro panics on
-// some invalid schemas (v2.31.0: {"type":[],"default":null} indexes an
-// empty union in isValidDefault); a panic is an invalid schema.
-func parse(text string) (sch havro.Schema, err error) {
+// record in different subjects never see each other, after the schemas it
+// references (deps, each after those it references in turn), whose named
+// types it may use. hamba/avro panics on some invalid schemas (v2.31.0:
+// {"type":[],"default":null} indexes an empty union in isValidDefault); a
+// panic is an invalid schema.
+func parse(text string, deps ...string) (sch havro.Schema, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			sch, err = nil, fmt.Errorf("the Avro parser failed on it (%v); check unions, defaults and names", p)
 		}
 	}()
-	return havro.ParseWithCache(text, "", &havro.SchemaCache{})
+	cache := &havro.SchemaCache{}
+	for _, d := range deps {
+		if _, err := havro.ParseWithCache(d, "", cache); err != nil {
+			return nil, fmt.Errorf("a referenced schema does not parse: %w", err)
+		}
+	}
+	return havro.ParseWithCache(text, "", cache)
 }
 
 // compat runs a compatibility check under the registry's limits: at most

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	havro "github.com/hamba/avro/v2"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -391,40 +390,46 @@ func (s *Server) write(ctx context.Context, key recordKey, value any) error {
 	return s.waitApplied(ctx, rec.Offset+1)
 }
 
-// register registers text (parsed: sch) under subject and returns its id.
-func (s *Server) register(ctx context.Context, subject, text string, sch havro.Schema) (int, error) {
+func newProposal() string { return uuid.NewString() }
+
+// register registers req's schema under subject and returns its id. In
+// IMPORT mode, a schema may come with the id (and version) it has
+// elsewhere, and is not checked for compatibility.
+func (s *Server) register(ctx context.Context, subject string, req schemaRequest) (int, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if err := s.catchUp(ctx); err != nil {
 		return 0, err
 	}
-	ident := identity(sch)
 	for attempt := 0; attempt < 10; attempt++ {
 		s.mu.RLock()
-		if v := s.st.versionOf(subject, ident, false); v != nil {
-			s.mu.RUnlock()
-			return v.id, nil
-		}
+		p, c, done, err := s.propose(subject, req)
+		importing := s.st.modeOf(subject) == Import
 		level := s.st.level(subject, s.cfg.DefaultLevel)
 		against := s.existing(subject)
-		p := s.st.proposal(subject, text, ident)
 		s.mu.RUnlock()
-		// Outside the lock: a check may take seconds, and the topic's
-		// follower needs the lock to apply what arrives.
-		msgs, err := s.compat(ctx, level, sch, against)
-		if err != nil {
-			return 0, err
+		if err != nil || done {
+			return p.ID, err
 		}
-		if len(msgs) > 0 {
-			return 0, incompatible(subject, msgs)
+		if !importing {
+			// Outside the lock: a check may take seconds, and the topic's
+			// follower needs the lock to apply what arrives.
+			msgs, err := s.compat(ctx, level, c.schema.schema, against)
+			if err != nil {
+				return 0, err
+			}
+			if len(msgs) > 0 {
+				return 0, incompatible(subject, msgs)
+			}
 		}
-		if err := s.write(ctx, recordKey{Kind: kindSchema, Subject: subject, Version: p.Version, Proposal: uuid.NewString()}, p); err != nil {
+		if err := s.write(ctx, recordKey{Kind: kindSchema, Subject: subject, Version: p.Version, Proposal: newProposal()}, p); err != nil {
 			return 0, err
 		}
 		s.mu.RLock()
-		v := s.st.versionOf(subject, ident, false)
+		v := s.st.subjects[subject].find(p.Version)
+		won := v != nil && s.st.byID[v.id].ident == c.schema.ident
 		s.mu.RUnlock()
-		if v != nil {
+		if won {
 			if attempt > 0 {
 				s.log.Debug().Str("subject", subject).Int("attempts", attempt+1).Msg("registered after losing to a concurrent write")
 			}
@@ -435,6 +440,51 @@ func (s *Server) register(ctx context.Context, subject, text string, sch havro.S
 	}
 	return 0, &apiError{status: http.StatusInternalServerError, Code: 50001,
 		Message: "could not register the schema: 10 attempts lost to concurrent writers; retry"}
+}
+
+// propose returns the record that registers req's schema under subject, or
+// done with the id when it is registered there already. The caller holds
+// s.mu.
+func (s *Server) propose(subject string, req schemaRequest) (p schemaValue, c *candidate, done bool, err error) {
+	mode := s.st.modeOf(subject)
+	if err := s.readOnly(subject); err != nil {
+		return p, nil, false, err
+	}
+	if (req.ID > 0 || req.Version > 0) && mode != Import {
+		return p, nil, false, errNotPermitted(fmt.Sprintf("Subject %s is not in import mode: a schema may come with an id or a version only in IMPORT mode (PUT /mode/%s {\"mode\":\"IMPORT\"})", quote(subject), quote(subject)))
+	}
+	c, err = s.candidate(req)
+	if err != nil {
+		return p, nil, false, err
+	}
+	ident := c.schema.ident
+	if v := s.st.versionOf(subject, ident, false); v != nil && (req.ID <= 0 || v.id == req.ID) && (req.Version <= 0 || v.version == req.Version) {
+		return schemaValue{ID: v.id}, nil, true, nil
+	}
+	p = s.st.proposal(subject, c.text, ident)
+	p.References, p.Metadata, p.RuleSet = c.refs, c.metadata, c.ruleSet
+	if req.Version > 0 {
+		p.Version = req.Version
+	}
+	p.Import = mode == Import
+	if req.ID > 0 {
+		if st := s.st.byID[req.ID]; st != nil && st.ident != ident {
+			return p, nil, false, errNotPermitted(fmt.Sprintf("Overwrite new schema with id %d is not permitted: the id holds another schema", req.ID))
+		}
+		if id, ok := s.st.idOf[ident]; ok && id != req.ID {
+			return p, nil, false, errNotPermitted(fmt.Sprintf("the schema has id %d here already, and troupe's built-in registry gives a schema one id; import it with id %d", id, id))
+		}
+		p.ID = req.ID
+	}
+	if sub := s.st.subjects[subject]; sub != nil {
+		if v := sub.find(p.Version); v != nil {
+			if v.id == p.ID {
+				return p, nil, true, nil
+			}
+			return p, nil, false, errNotPermitted(fmt.Sprintf("version %d of subject %s holds another schema (id %d)", p.Version, quote(subject), v.id))
+		}
+	}
+	return p, c, false, nil
 }
 
 // existing returns subject's live versions with their schemas, oldest

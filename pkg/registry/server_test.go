@@ -56,10 +56,11 @@ func newCluster(t *testing.T) *kfake.Cluster {
 
 // instance is one running registry server.
 type instance struct {
-	srv  *registry.Server
-	http *httptest.Server
-	sr   *sr.Client
-	stop func()
+	cluster *kfake.Cluster
+	srv     *registry.Server
+	http    *httptest.Server
+	sr      *sr.Client
+	stop    func()
 }
 
 func start(t *testing.T, c *kfake.Cluster) *instance {
@@ -84,7 +85,7 @@ func start(t *testing.T, c *kfake.Cluster) *instance {
 		t.Fatal(err)
 	}
 	var once sync.Once
-	in := &instance{srv: srv, http: hs, sr: cl}
+	in := &instance{cluster: c, srv: srv, http: hs, sr: cl}
 	in.stop = func() {
 		once.Do(func() {
 			hs.Close()
@@ -246,9 +247,6 @@ func TestThroughSRClient(t *testing.T) {
 	}
 	if ss, err := cl.CreateSchema(ctx, "archive-t.OrderPlaced", avro(orderV1)); err != nil || ss.ID != 1 || ss.Version != 2 {
 		t.Fatalf("re-register after delete = %+v, %v", ss, err)
-	}
-	if _, err := cl.DeleteSubject(ctx, "archive-t.OrderPlaced", sr.HardDelete); err == nil {
-		t.Fatal("permanent delete succeeded; it is not supported")
 	}
 }
 
@@ -435,7 +433,11 @@ func TestHTTPErrors(t *testing.T) {
 		{"POST", "/subjects/a", `{"schema":"\"string\""}`, 404, `"error_code":40403`},
 		{"POST", "/subjects/a/versions", `{"schema":"{\"type\":\"record\"}"}`, 422, `"error_code":42201`},
 		{"POST", "/subjects/a/versions", `{"schema":"{}","schemaType":"PROTOBUF"}`, 422, `Avro only`},
-		{"POST", "/subjects/a/versions", `{"schema":"\"int\"","references":[{"name":"x","subject":"y","version":1}]}`, 422, `references are not supported`},
+		{"POST", "/subjects/a/versions", `{"schema":"\"int\"","references":[{"name":"x","subject":"y","version":1}]}`, 422, `subject \"y\" has no version 1`},
+		{"POST", "/subjects/a/versions", `{"schema":"\"int\"","references":[{"subject":"y","version":1}]}`, 422, `needs a name`},
+		{"PUT", "/mode", `{"mode":"SIDEWAYS"}`, 422, `"error_code":42204`},
+		{"GET", "/contexts", "", 200, `["."]`},
+		{"GET", "/config/a", "", 404, `"error_code":40408`},
 		{"POST", "/subjects/a/versions", `not json`, 400, `"error_code":400`},
 		{"PUT", "/config", `{"compatibility":"SIDEWAYS"}`, 422, `"error_code":42203`},
 		{"POST", "/subjects/a/versions", `{"schema":"{\"type\":\"record\",\"name\":\"A\",\"fields\":[{\"name\":\"x\",\"type\":\"string\"}]}"}`, 409, `field \"x\" changed type from int (version 1) to string`},

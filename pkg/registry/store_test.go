@@ -50,7 +50,7 @@ func dump(st *state) string {
 	for _, name := range st.subjectNames(true) {
 		sub := st.subjects[name]
 		for _, v := range sub.versions {
-			fmt.Fprintf(&b, "%s v%d id%d deleted=%v %s\n", name, v.version, v.id, sub.isDeleted(v), st.byID[v.id].text)
+			fmt.Fprintf(&b, "%s v%d id%d deleted=%v %s\n", name, v.version, v.id, v.deleted, st.byID[v.id].text)
 		}
 		fmt.Fprintf(&b, "%s level=%q\n", name, sub.level)
 	}
@@ -154,7 +154,7 @@ func TestApplySkipsForeignRecords(t *testing.T) {
 
 func ident(t *testing.T, text string) string {
 	t.Helper()
-	return identity(mustParse(t, text).schema)
+	return identity(mustParse(t, text).schema, nil, nil, nil)
 }
 
 // Two texts of one schema (attribute order, whitespace, a namespace given
@@ -168,5 +168,70 @@ func TestIdentity(t *testing.T) {
 	}
 	if a == c {
 		t.Error("a changed default kept the identity")
+	}
+}
+
+// TestPurgeKeepsTheState: permanent deletions free version numbers for
+// reuse; soft deletions written again for a reused number move later in
+// the log when compacted, and the state must not change.
+func TestPurgeKeepsTheState(t *testing.T) {
+	schema := func(subject string, version, id int, text, proposal string) logRecord {
+		return rec(t, recordKey{Kind: kindSchema, Subject: subject, Version: version, Proposal: proposal},
+			schemaValue{Subject: subject, Version: version, ID: id, Schema: text})
+	}
+	del := func(subject string, upTo int) logRecord {
+		return rec(t, recordKey{Kind: kindDeleteSubject, Subject: subject}, deleteSubjectValue{UpTo: upTo})
+	}
+	delVersion := func(subject string, v int) logRecord {
+		return rec(t, recordKey{Kind: kindDeleteVersion, Subject: subject, Version: v}, struct{}{})
+	}
+	purge := func(subject, proposal string, versions ...int) logRecord {
+		return rec(t, recordKey{Kind: kindPurge, Subject: subject, Proposal: proposal}, purgeValue{Versions: versions})
+	}
+	log := []logRecord{
+		schema("x", 1, 1, sA, "p1"),
+		schema("x", 2, 2, sB, "p2"),
+		rec(t, recordKey{Kind: kindConfig, Subject: "x"}, configValue{CompatibilityLevel: Full}),
+		delVersion("x", 2),
+		purge("x", "q1", 2),
+		schema("x", 2, 3, sC, "p3"), // version 2 again, another schema
+		del("x", 2),
+		purge("x", "q2", 1, 2), // the subject is gone, and its level with it
+		schema("x", 1, 2, sB, "p4"), // B keeps its id
+		schema("x", 2, 1, sA, "p5"),
+		delVersion("x", 2), // supersedes the first: moves here
+		del("x", 1),        // supersedes the first: moves here
+		schema("x", 3, 3, sC, "p6"),
+	}
+	full, compacted := replay(t, log), replay(t, compact(log))
+	if len(compact(log)) >= len(log) {
+		t.Fatal("nothing was compacted; the test proves nothing")
+	}
+	a, b := dump(full), dump(compacted)
+	if a != b {
+		t.Fatalf("compaction changed the state:\nfull:\n%s\ncompacted:\n%s", a, b)
+	}
+	want := "x v1 id2 deleted=true " + sB + "\nx v2 id1 deleted=true " + sA + "\nx v3 id3 deleted=false " + sC + "\nx level=\"\"\nglobal=\"\" max=3\n"
+	if a != want {
+		t.Fatalf("got\n%s\nwant\n%s", a, want)
+	}
+}
+
+// TestPurgeSparesReferenced: a purge of a version another schema refers to
+// changes nothing, wherever it comes from.
+func TestPurgeSparesReferenced(t *testing.T) {
+	st := newState()
+	apply := func(r logRecord) {
+		t.Helper()
+		if err := st.apply(r.key, r.value, st.applied); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(rec(t, recordKey{Kind: kindSchema, Subject: "c", Version: 1, Proposal: "p1"}, schemaValue{Subject: "c", Version: 1, ID: 1, Schema: sA}))
+	apply(rec(t, recordKey{Kind: kindSchema, Subject: "o", Version: 1, Proposal: "p2"}, schemaValue{Subject: "o", Version: 1, ID: 2,
+		Schema: `{"type":"record","name":"O","fields":[{"name":"a","type":"A"}]}`, References: []Reference{{Name: "A", Subject: "c", Version: 1}}}))
+	apply(rec(t, recordKey{Kind: kindPurge, Subject: "c", Proposal: "q"}, purgeValue{Versions: []int{1}}))
+	if got := st.referrers("c", 1, true); len(st.subjects["c"].versions) != 1 || fmt.Sprint(got) != "[2]" {
+		t.Fatalf("after the purge: versions %v, referrers %v", st.subjects["c"].versions, got)
 	}
 }

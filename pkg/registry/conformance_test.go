@@ -3,8 +3,8 @@ package registry_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"fmt"
+	"io"
 	"net/http"
 	"reflect"
 	"sort"

@@ -196,7 +196,7 @@ func TestPurgeKeepsTheState(t *testing.T) {
 		purge("x", "q1", 2),
 		schema("x", 2, 3, sC, "p3"), // version 2 again, another schema
 		del("x", 2),
-		purge("x", "q2", 1, 2), // the subject is gone, and its level with it
+		purge("x", "q2", 1, 2),      // the subject is gone, and its level with it
 		schema("x", 1, 2, sB, "p4"), // B keeps its id
 		schema("x", 2, 1, sA, "p5"),
 		delVersion("x", 2), // supersedes the first: moves here

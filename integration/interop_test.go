@@ -146,15 +146,26 @@ func TestInteropPythonAndKcat(t *testing.T) {
 	checkRawValue(t, ctx, brokers, topic, partition, offset, id)
 }
 
-// confluentKafkaVersion is pinned: 2.16.x needs a certifi newer than PyPI
-// mirrors may have.
-const confluentKafkaVersion = "2.15.0"
+// pythonRequirements pins what the Python tests install (2.16.x needs a
+// certifi newer than PyPI mirrors may have); .ci/deps installs the same
+// into the same virtualenv.
+const pythonRequirements = "../.ci/python-requirements.txt"
 
 // pythonWithConfluentKafka returns the python of a virtualenv (outside the
 // repository, under the user cache directory) with confluent-kafka and its
-// Avro and schema registry extras, installing them from PyPI the first time.
+// Avro and schema registry extras, installing them from PyPI the first time
+// (.ci/deps does it ahead, and under CI fails when it cannot).
 func pythonWithConfluentKafka(t *testing.T) string {
 	t.Helper()
+	b, err := os.ReadFile(pythonRequirements)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := strings.TrimSpace(string(b))
+	_, confluentKafkaVersion, ok := strings.Cut(req, "==")
+	if !ok || strings.ContainsAny(req, "\n ") {
+		t.Fatalf("%s holds %q; want one pinned requirement, confluent-kafka[...]==VERSION", pythonRequirements, req)
+	}
 	base, err := exec.LookPath("python3")
 	if err != nil {
 		skipOrFail(t, "python3 is not installed: cannot run the Python interop test")
@@ -172,7 +183,7 @@ func pythonWithConfluentKafka(t *testing.T) string {
 	_ = os.RemoveAll(dir)
 	for _, args := range [][]string{
 		{base, "-m", "venv", dir},
-		{py, "-m", "pip", "install", "--disable-pip-version-check", "--quiet", "confluent-kafka[avro,schemaregistry]==" + confluentKafkaVersion},
+		{py, "-m", "pip", "install", "--disable-pip-version-check", "--quiet", "-r", pythonRequirements},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()

@@ -36,6 +36,13 @@ func FuzzHTTP(f *testing.F) {
 	f.Add(uint8(0), "/schemas/ids/1/versions", "")
 	f.Add(uint8(0), "/config/s?defaultToGlobal=false", "")
 	f.Add(uint8(1), "/subjects/s/versions", `{"schema":"{}","references":[{}]}`)
+	f.Add(uint8(1), "/subjects/t/versions", `{"schema":"{\"type\":\"record\",\"name\":\"T\",\"fields\":[{\"name\":\"r\",\"type\":\"R\"}]}","references":[{"name":"R","subject":"s","version":1}]}`)
+	f.Add(uint8(1), "/subjects/t", `{"schema":"\"int\"","metadata":{"properties":{"a":"b"}},"ruleSet":{}}`)
+	f.Add(uint8(2), "/mode/s?force=true", `{"mode":"IMPORT"}`)
+	f.Add(uint8(3), "/subjects/s/versions/1?permanent=true", "")
+	f.Add(uint8(0), "/subjects/s/metadata?key=a&value=b&key=c", "")
+	f.Add(uint8(0), "/schemas?subjectPrefix=s&latestOnly=true&offset=-3&limit=x", "")
+	f.Add(uint8(0), "/contexts?contextPrefix=.&limit=0", "")
 	f.Fuzz(func(t *testing.T, m uint8, path, body string) {
 		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n\t#") {
 			return

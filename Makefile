@@ -23,9 +23,12 @@ run: build
 ## test: lint, unit tests, then integration tests against a real Kafka broker
 test: deps lint unit integration
 
-## unit: unit tests (kfake, no JVM), with the race detector and shuffled order
+## unit: unit tests (kfake, no JVM), with the race detector and shuffled order;
+## then the Kubernetes manifests against k8s.io/api (deploy/k8s/validate, a
+## module of its own so that k8s.io/api stays out of go.mod)
 unit:
 	$(GO) test -race -shuffle=on -count=1 $(UNIT_PKGS)
+	cd deploy/k8s/validate && $(GO) test -count=1 ./...
 
 ## integration: tests against a real Apache Kafka broker fetched from Maven Central
 integration:

@@ -129,11 +129,14 @@ func readImageLayout(t *testing.T, dockerfile []byte) *imageLayout {
 func (img *imageLayout) repoPath(p string) (string, bool) {
 	p = path.Clean(p)
 	for dst, src := range img.copies {
+		if !path.IsAbs(src) {
+			src = repoRoot + src
+		}
 		if p == dst {
-			return repoRoot + src, true
+			return src, true
 		}
 		if rest, ok := strings.CutPrefix(p, dst+"/"); ok {
-			return repoRoot + src + "/" + rest, true
+			return src + "/" + rest, true
 		}
 	}
 	for dst := range img.built {

@@ -162,10 +162,22 @@ mismatch: troupe never changes it for you (it would break co-partitioning
 or delete data), it tells you how to migrate.`,
 	}
 	runner.TopologyFlag(cmd.PersistentFlags(), &file, "topology file")
+	var format, strimziCluster, strimziNS, strimziAPI string
 	run := func(apply bool) func(cmd *cobra.Command, _ []string) error {
 		return func(cmd *cobra.Command, _ []string) error {
+			if !apply && format != "table" && format != "strimzi" {
+				return usagef("unknown --format %q (use table or strimzi)", format)
+			}
 			t, err := loadTopology(file)
 			if err != nil {
+				return err
+			}
+			if !apply && format == "strimzi" {
+				out, err := topology.StrimziTopics(t.TopicSpecs(), strimziCluster, strimziNS, strimziAPI)
+				if err != nil {
+					return asUsage(err)
+				}
+				_, err = cmd.OutOrStdout().Write(out)
 				return err
 			}
 			ctx := cmdContext(cmd)
@@ -212,13 +224,29 @@ the Kubernetes Job). It needs the schema registry (--registry) for that.`,
 		RunE: run(true),
 	}
 	apply.Flags().StringVar(&schemaDir, "register-schemas", "", "after the topics, register the .avsc files of this directory in the registry ('' for none)")
-	cmd.AddCommand(&cobra.Command{
-		Use:     "plan",
-		Short:   "Show which topics would be created and which do not match",
-		Example: "  troupe topics plan --topology topology/orders.yaml --brokers kafka:9092",
-		Args:    exactArgs(0, ""),
-		RunE:    run(false),
-	}, apply)
+	plan := &cobra.Command{
+		Use:   "plan",
+		Short: "Show which topics would be created and which do not match",
+		Long: `Compares the topology's topics with the cluster: each is to create, ok, or
+a mismatch (another partition count or cleanup policy), with its partitions,
+replication, purpose and configs.
+
+--format strimzi prints them instead as Strimzi KafkaTopic resources (one
+YAML document each; the topic's name in spec.topicName, the resource's
+name made a valid Kubernetes name), for a cluster whose topics the Strimzi
+Topic Operator manages; it needs no broker. Regenerate them when the
+topology changes (deploy/k8s/strimzi/kafkatopics.yaml is the example's).`,
+		Example: `  troupe topics plan --topology topology/orders.yaml --brokers kafka:9092
+  troupe topics plan --format strimzi --strimzi-cluster my-cluster > kafkatopics.yaml`,
+		Args: exactArgs(0, ""),
+		RunE: run(false),
+	}
+	pf := plan.Flags()
+	pf.StringVar(&format, "format", "table", "output: table (against the cluster) or strimzi (KafkaTopic resources, no broker needed)")
+	pf.StringVar(&strimziCluster, "strimzi-cluster", "my-cluster", "with --format strimzi: the Strimzi Kafka cluster's name (the strimzi.io/cluster label)")
+	pf.StringVar(&strimziNS, "namespace", "", "with --format strimzi: metadata.namespace of the resources (default: none, as kubectl or kustomize sets it)")
+	pf.StringVar(&strimziAPI, "strimzi-api-version", topology.StrimziAPIVersion, "with --format strimzi: the KafkaTopic apiVersion (kafka.strimzi.io/v1 for Strimzi's v1 API)")
+	cmd.AddCommand(plan, apply)
 	return cmd
 }
 

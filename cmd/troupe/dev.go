@@ -32,6 +32,11 @@ TROUPE_REGISTRY_URL, TROUPE_API_URL) that points the other commands at this
 stack. Ctrl-C stops cleanly; started again, it carries on where it stopped.
 Delete --data-dir to start from scratch.
 
+With --auth-token-file (or the token in TROUPE_AUTH_TOKEN) the registry and
+the saga API require the token (the UI asks for it); the other commands send
+it from the same setting. An --http beyond loopback needs a token, or
+--insecure.
+
 The topology is checked against the program first (every event type has a Go
 type, every step's handlers match its on:), and --data-dir is locked
 (troupe-dev.lock) before anything is opened: a second troupe dev on the same
@@ -63,5 +68,6 @@ func newDevCmd(g *globals) *cobra.Command {
 	fl.StringVar(&o.HTTP, "http", "127.0.0.1:8080", "address of the HTTP server (the UI at /, /metrics, /healthz, /readyz, /api)")
 	fl.Float64Var(&o.DemoRate, "demo-rate", 5, "demo orders per second (0 = no demo load)")
 	runner.PathFlag(fl, &o.Topology, "topology", runner.EnvTopology, "", "topology file (default: the embedded example, topology/orders.yaml)")
+	o.Auth.AddFlags(fl, "the registry and the saga API")
 	return cmd
 }

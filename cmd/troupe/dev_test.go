@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,17 +50,26 @@ func freeTCPPort(t *testing.T) int {
 // schemas), `troupe saga get` finds it COMPLETED, and `troupe saga list` and
 // `troupe tail` reach the stack too. A second `troupe dev` on the same data
 // dir exits 2 naming the first one's pid.
+//
+// The stack has --auth-token-file: the banner's export line carries it,
+// and the commands as printed send it; a command without it, or with
+// another token, fails with an error naming the setting (authTokenRefused).
 func TestDevBannerCommandsWork(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole stack")
 	}
-	for _, k := range []string{"TROUPE_BROKERS", "TROUPE_REGISTRY_URL", "TROUPE_API_URL"} {
+	for _, k := range []string{"TROUPE_BROKERS", "TROUPE_REGISTRY_URL", "TROUPE_API_URL", "TROUPE_AUTH_TOKEN", "TROUPE_AUTH_TOKEN_FILE"} {
 		t.Setenv(k, "")
 	}
 	dir := t.TempDir()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("dev-token-5e1d9a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	kafkaPort, regPort, httpPort := freeTCPPort(t), freeTCPPort(t), freeTCPPort(t)
 	args := []string{"dev", "--demo-rate", "0", "--data-dir", dir, "--kafka-port", strconv.Itoa(kafkaPort),
-		"--registry-port", strconv.Itoa(regPort), "--http", "127.0.0.1:" + strconv.Itoa(httpPort), "--log-level", "error"}
+		"--registry-port", strconv.Itoa(regPort), "--http", "127.0.0.1:" + strconv.Itoa(httpPort), "--log-level", "error",
+		"--auth-token-file", tokenFile}
 	root := newRootCmd()
 	banner := &lockedBuffer{}
 	root.SetOut(banner)
@@ -100,7 +111,8 @@ func TestDevBannerCommandsWork(t *testing.T) {
 	for _, l := range strings.Split(strings.TrimSpace(cmds), "\n") {
 		printed = append(printed, strings.TrimSpace(l))
 	}
-	if len(printed) < 4 || !strings.HasPrefix(printed[0], "export TROUPE_BROKERS=127.0.0.1:"+strconv.Itoa(kafkaPort)+" ") {
+	if len(printed) < 4 || !strings.HasPrefix(printed[0], "export TROUPE_BROKERS=127.0.0.1:"+strconv.Itoa(kafkaPort)+" ") ||
+		!strings.HasSuffix(printed[0], " TROUPE_AUTH_TOKEN_FILE="+tokenFile) {
 		t.Fatalf("banner's commands %q, want the export line first:\n%s", printed, banner.String())
 	}
 	for _, kv := range strings.Fields(strings.TrimPrefix(printed[0], "export ")) {
@@ -145,6 +157,7 @@ func TestDevBannerCommandsWork(t *testing.T) {
 	if out, code := runCLI(t, "tail", "--topic", "orders"); code != exitOK || !strings.Contains(out, `"order-1"`) {
 		t.Errorf("troupe tail --topic orders: exit %d\n%s", code, out)
 	}
+	authTokenRefused(t, order)
 
 	// A second dev on the same data dir (and ports: it must not get as far
 	// as binding them).
@@ -156,5 +169,40 @@ func TestDevBannerCommandsWork(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("the first dev stopped: %v", err)
 	default:
+	}
+}
+
+// authTokenRefused runs commands against a dev stack with a token (the
+// environment points at it and its token file) without the token and with
+// another one: the registry and the API refuse them, and the error names
+// the setting.
+func authTokenRefused(t *testing.T, order string) {
+	t.Helper()
+	wrong := filepath.Join(t.TempDir(), "wrong")
+	if err := os.WriteFile(wrong, []byte("not-the-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"saga", "get", "order-1", "--auth-token-file="}, []string{"401 Unauthorized", "the API requires a token: set --auth-token-file or TROUPE_AUTH_TOKEN"}},
+		{[]string{"saga", "stats", "--auth-token-file", wrong}, []string{"401 Unauthorized", "refused the token", "--auth-token-file or TROUPE_AUTH_TOKEN"}},
+		{[]string{"produce", "--topic", "orders", "--type", "troupe.example.orders.OrderPlaced", "--key", "order-1", "--data", order, "--auth-token-file="},
+			[]string{"answered 401 Unauthorized (send its token: set --auth-token-file or TROUPE_AUTH_TOKEN"}},
+	} {
+		out, code := runCLI(t, c.args...)
+		if code == exitOK {
+			t.Errorf("troupe %s without the token: exit 0\n%s", strings.Join(c.args, " "), out)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("troupe %s: exit %d, output lacks %q:\n%s", strings.Join(c.args, " "), code, w, out)
+			}
+		}
+		if strings.Contains(out, "dev-token-5e1d9a") {
+			t.Errorf("troupe %s prints the token:\n%s", strings.Join(c.args, " "), out)
+		}
 	}
 }

@@ -257,7 +257,7 @@ be decoded (often the reason it is here) is shown as a hex dump.`,
 			if valueCut {
 				fmt.Fprintln(out, "value: cut (see above)")
 			} else {
-				showValue(ctx, out, g.Registry, t, r.Value)
+				showValue(ctx, out, g, t, r.Value)
 			}
 			return nil
 		},
@@ -269,13 +269,13 @@ be decoded (often the reason it is here) is shown as a hex dump.`,
 
 // showValue prints a dead letter's value as JSON when the registry can
 // decode it, else as a hex dump with the reason.
-func showValue(ctx context.Context, w io.Writer, registry string, t *topology.Topology, v []byte) {
+func showValue(ctx context.Context, w io.Writer, g *globals, t *topology.Topology, v []byte) {
 	if v == nil {
 		fmt.Fprintln(w, "value: none (null)")
 		return
 	}
 	reason := ""
-	if reg, err := avro.NewRegistryClient(registry); err != nil {
+	if reg, err := g.RegistryClient(); err != nil {
 		reason = err.Error()
 	} else {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)

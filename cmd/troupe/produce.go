@@ -119,7 +119,7 @@ func runProduce(cmd *cobra.Command, g *globals, f *produceFlags) error {
 		return usagef("--topic is required (no topology maps %s to a topic)", f.typ)
 	}
 
-	reg, err := avro.NewRegistryClient(g.Registry)
+	reg, err := g.RegistryClient()
 	if err != nil {
 		return asUsage(err)
 	}

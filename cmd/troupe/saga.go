@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/troupehq/troupe/pkg/auth"
 	"github.com/troupehq/troupe/pkg/saga"
 )
 
@@ -45,7 +46,7 @@ offset, note), orphans.`,
 		Args: exactArgs(1, "the saga instance id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var raw json.RawMessage
-			if err := apiGet(cmdContext(cmd), g.API, "/api/sagas/"+url.PathEscape(args[0]), &raw); err != nil {
+			if err := apiGet(cmdContext(cmd), g, "/api/sagas/"+url.PathEscape(args[0]), &raw); err != nil {
 				return err
 			}
 			// Indent keeps the API's order of fields (a reader's, not
@@ -82,7 +83,7 @@ first page, pass the --cursor the previous page printed.`,
 			}
 			q.Set("limit", fmt.Sprint(limit))
 			var page saga.Page
-			if err := apiGet(cmdContext(cmd), g.API, "/api/sagas?"+q.Encode(), &page); err != nil {
+			if err := apiGet(cmdContext(cmd), g, "/api/sagas?"+q.Encode(), &page); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -117,7 +118,7 @@ first page, pass the --cursor the previous page printed.`,
 		Args:  exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var st saga.Stats
-			if err := apiGet(cmdContext(cmd), g.API, "/api/sagas/stats", &st); err != nil {
+			if err := apiGet(cmdContext(cmd), g, "/api/sagas/stats", &st); err != nil {
 				return err
 			}
 			for _, s := range []saga.Status{saga.Running, saga.Completed, saga.Compensating, saga.Compensated, saga.Failed} {
@@ -155,7 +156,7 @@ another field than the saga key, or a trigger produced to another partition.`,
 				q.Set("cursor", cursor)
 			}
 			var page saga.OrphanPage
-			if err := apiGet(cmdContext(cmd), g.API, "/api/orphans?"+q.Encode(), &page); err != nil {
+			if err := apiGet(cmdContext(cmd), g, "/api/orphans?"+q.Encode(), &page); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -193,17 +194,35 @@ func dash(s string) string {
 	return s
 }
 
-// apiGet GETs base+path and decodes the JSON answer into v. Errors name the
-// URL and the flag that sets it; API error bodies are passed on.
-func apiGet(ctx context.Context, base, path string, v any) error {
+// apiGet GETs path of the API at --api, with the auth token, and decodes
+// the JSON answer into v. Errors name the URL and the flag that sets it;
+// API error bodies are passed on.
+func apiGet(ctx context.Context, g *globals, path string, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
+	base := g.API
 	u := strings.TrimRight(base, "/") + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return usagef("bad API URL %q: %v (set --api or TROUPE_API_URL)", base, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	token := g.AuthToken()
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	// GET /api/sagas/{id} redirects to the coordinator that holds the
+	// instance, a peer with the same token: net/http drops the header on a
+	// redirect to another host, so it is set again.
+	client := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		return nil
+	}}
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the troupe API at %s: %w (is troupe dev or troupe run running? set --api or TROUPE_API_URL)", base, err)
 	}
@@ -211,6 +230,16 @@ func apiGet(ctx context.Context, base, path string, v any) error {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("read answer of %s: %w", u, err)
+	}
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		fix := "the API requires a token: " + auth.Hint
+		if token != "" {
+			fix = "the API refused the token it was sent (" + auth.TokenFlag + " or " + auth.TokenEnv + "): set it to the server's token"
+		}
+		if resp.StatusCode == http.StatusForbidden {
+			fix = "the token may not do this: " + auth.Hint + " to the write token"
+		}
+		return fmt.Errorf("%s answered %s: %s", u, resp.Status, fix)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error string }

@@ -88,7 +88,7 @@ func loadSchemaSet(cmd *cobra.Command, g *globals, f *schemaFlags, withExisting 
 	if err != nil {
 		return nil, err
 	}
-	reg, err := avro.NewRegistryClient(g.Registry)
+	reg, err := g.RegistryClient()
 	if err != nil {
 		return nil, asUsage(err)
 	}

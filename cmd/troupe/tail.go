@@ -116,7 +116,7 @@ func runTail(cmd *cobra.Command, g *globals, f *tailFlags) error {
 	if err != nil {
 		return asUsage(err)
 	}
-	reg, err := avro.NewRegistryClient(g.Registry)
+	reg, err := g.RegistryClient()
 	if err != nil {
 		return asUsage(err)
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+
+	"github.com/troupehq/troupe/pkg/auth"
 )
 
 // ReadyFunc reports whether a component is ready to serve. A component that
@@ -32,6 +34,7 @@ type Server struct {
 	checks map[string]ReadyFunc
 	// loopback: the server is bound to a loopback address only (Bound).
 	loopback bool
+	tokens   auth.Tokens
 }
 
 // New returns a server whose /metrics serves gatherer.
@@ -121,8 +124,20 @@ func (s *Server) Allow(w http.ResponseWriter, r *http.Request) bool {
 // Handle mounts h on pattern (net/http ServeMux syntax, e.g. "GET /api/sagas/{id}").
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
+// RequireToken puts the API (every route under /api/) behind t (package
+// auth). /healthz, /readyz, /metrics and the UI's page and files stay
+// open: probes and scrapers need no token, and the page asks for one.
+// Call it before Handler.
+func (s *Server) RequireToken(t auth.Tokens) { s.tokens = t }
+
 // Handler returns the server's root handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler {
+	return auth.Handler(s.mux, s.tokens, auth.Options{
+		Realm: "troupe api",
+		Open:  func(r *http.Request) bool { return r.URL.Path != "/api" && !strings.HasPrefix(r.URL.Path, "/api/") },
+		Error: func(w http.ResponseWriter, status int, msg string) { WriteError(w, status, "%s", msg) },
+	})
+}
 
 type readiness struct {
 	Ready  bool              `json:"ready"`

@@ -18,7 +18,8 @@ const DefaultRegistryWait = 45 * time.Second
 // Await waits until the registry answers (GET /schemas/types), looking
 // again with a backoff from 100 ms to 1 s, logging every 5 s while it
 // waits, for at most max (0: DefaultRegistryWait). Any answer below 500
-// counts. A step that started without it would spend its retries on its
+// counts but 401 (no token, or a wrong one), which fails at once with an
+// error wrapping ErrRegistryAuth. A step that started without it would spend its retries on its
 // first records and dead-letter them. It fails with an error wrapping
 // ErrRegistryUnavailable that names the URL and the setting, or returns
 // ctx's error when ctx is done.
@@ -40,6 +41,9 @@ func (c *RegistryClient) Await(ctx context.Context, max time.Duration, log zerol
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if re := (*sr.ResponseError)(nil); errors.As(err, &re) && re.StatusCode == 401 {
+			return c.wrap(ctx, "ask the schema registry for its schema types", err)
 		}
 		if re := (*sr.ResponseError)(nil); errors.As(err, &re) && re.StatusCode < 500 {
 			return nil // it answers (a registry without /schemas/types says 404)

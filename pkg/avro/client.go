@@ -248,7 +248,7 @@ func (c *RegistryClient) remember(id int, schema string) {
 }
 
 // wrap turns sr errors into errors that say what to do: not-found codes
-// wrap ErrUnknownSchema, transport failures and 5xx wrap
+// wrap ErrUnknownSchema, 401 and 403 ErrRegistryAuth, transport failures and 5xx wrap
 // ErrRegistryUnavailable and name the URL and the setting.
 func (c *RegistryClient) wrap(ctx context.Context, op string, err error) error {
 	var re *sr.ResponseError
@@ -257,6 +257,12 @@ func (c *RegistryClient) wrap(ctx context.Context, op string, err error) error {
 		case re.ErrorCode == sr.ErrSubjectNotFound.Code || re.ErrorCode == sr.ErrVersionNotFound.Code ||
 			re.ErrorCode == sr.ErrSchemaNotFound.Code || re.StatusCode == 404 && re.ErrorCode == 0:
 			return fmt.Errorf("%s: %w (registry %s: %s)", op, ErrUnknownSchema, c.url, re.Error())
+		case re.StatusCode == 401:
+			return fmt.Errorf("%s: %w: %s answered 401 Unauthorized (send its token: set --auth-token-file or TROUPE_AUTH_TOKEN; for another registry, user:password in --registry's URL)",
+				op, ErrRegistryAuth, c.url)
+		case re.StatusCode == 403:
+			return fmt.Errorf("%s: %w: %s answered 403 %s (the token may not do this: set --auth-token-file or TROUPE_AUTH_TOKEN to the write token)",
+				op, ErrRegistryAuth, c.url, re.Message)
 		case re.StatusCode >= 500:
 			return fmt.Errorf("%s: %w: %s answered %d: %w", op, ErrRegistryUnavailable, c.url, re.StatusCode, re)
 		}

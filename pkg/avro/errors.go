@@ -21,6 +21,11 @@ var (
 	// ErrRegistryUnavailable means the schema registry could not be reached or
 	// failed; unlike the errors above, retrying later may succeed.
 	ErrRegistryUnavailable = errors.New("schema registry unavailable")
+
+	// ErrRegistryAuth means the schema registry refused the request's
+	// credentials (401: none or a wrong token; 403: a read-only token for a
+	// write). Retrying does not help; the setting does.
+	ErrRegistryAuth = errors.New("schema registry refused the credentials")
 )
 
 // DecodeError is returned by Decode and DecodeJSON when a value cannot be

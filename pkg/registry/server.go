@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/troupehq/troupe/pkg/auth"
 	"github.com/troupehq/troupe/pkg/kafka"
 )
 
@@ -59,6 +60,11 @@ type Config struct {
 	// MaxChecks is how many compatibility checks run at once. Default
 	// DefaultMaxChecks (2).
 	MaxChecks int
+
+	// Auth are the tokens every request needs (package auth); a read token
+	// may only read, look schemas up and check compatibility. Default: none,
+	// every request is served.
+	Auth auth.Tokens
 }
 
 func (c *Config) withDefaults() Config {
@@ -147,7 +153,7 @@ func New(cfg Config, log zerolog.Logger) (*Server, error) {
 		advanced: make(chan struct{}),
 		ready:    make(chan struct{}),
 	}
-	s.handler = s.routes()
+	s.handler = withAuth(s.routes(), cfg.Auth)
 	return s, nil
 }
 

@@ -31,6 +31,8 @@ func TestDevExports(t *testing.T) {
 		{"every port moved", other, env(), "export TROUPE_BROKERS=127.0.0.1:19092 TROUPE_REGISTRY_URL=http://127.0.0.1:18081 TROUPE_API_URL=http://127.0.0.1:18080"},
 		{"only the broker moved", bannerAddrs{Brokers: "127.0.0.1:19092", Registry: def.Registry, API: def.API}, env(), "export TROUPE_BROKERS=127.0.0.1:19092"},
 		{"the shell points elsewhere", def, env("TROUPE_API_URL", "http://api.example:80"), "export TROUPE_API_URL=http://127.0.0.1:8080"},
+		{"a token file", bannerAddrs{Brokers: def.Brokers, Registry: def.Registry, API: def.API, TokenFile: "/run/t"}, env(), "export TROUPE_AUTH_TOKEN_FILE=/run/t"},
+		{"the shell has the token file", bannerAddrs{Brokers: def.Brokers, Registry: def.Registry, API: def.API, TokenFile: "/run/t"}, env("TROUPE_AUTH_TOKEN_FILE", "/run/t"), ""},
 		{"the shell already points here", other, env("TROUPE_BROKERS", "127.0.0.1:19092", "TROUPE_REGISTRY_URL", "http://127.0.0.1:18081", "TROUPE_API_URL", "http://127.0.0.1:18080"), ""},
 	} {
 		if got := devExports(tc.a, tc.env); got != tc.want {

@@ -37,7 +37,10 @@ run one at a time, in offset order. Each call has --handler-timeout (default
 reverse order, SagaEnded. It serves the saga API on --http (GET /api/sagas,
 /api/sagas/{id}, /api/sagas/stats) and the UI at /; run several and each
 answers for its partitions, redirecting or asking its peers (at their --advertise-http) for
-the rest.`
+the rest. With --auth-token-file (or the token in TROUPE_AUTH_TOKEN) the API
+requires the token, the coordinator sends it to its peers and to the
+registry; an --http beyond loopback needs a token, or --insecure. Every step
+sends the token to the registry.`
 
 // RunCommand returns the `run` command for app. g holds the global flags,
 // registered on the root command by the caller.
@@ -65,6 +68,7 @@ func RunCommand(app App, g *Globals) *cobra.Command {
 	f.IntVar(&o.Concurrency, "concurrency", 0, "handler calls of different instances at once; one instance's events always run one at a time, in order (default: the step's concurrency: in the topology, else 16)")
 	f.DurationVar(&o.HandlerTimeout, "handler-timeout", 0, "deadline of one handler call, after which it counts as a failed attempt (default 5s; with the commit interval, within 80% of the 10s transaction timeout)")
 	f.StringVar(&o.HTTP, "http", defaultHTTP, "address of /metrics, /healthz, /readyz (and the saga API and UI with --coordinator)")
+	o.Auth.AddFlags(f, "the saga API (with --coordinator)")
 	f.StringVar(&o.Advertise, "advertise-http", "", "with --coordinator: the base URL other coordinators reach this one's API at (default http://<--http>, with the host name when --http is 0.0.0.0)")
 	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/troupehq/troupe/pkg/api"
+	"github.com/troupehq/troupe/pkg/auth"
 	"github.com/troupehq/troupe/pkg/kafka"
 	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/pkg/step"
@@ -51,13 +52,16 @@ func (e *Env) NewCoordinator(t *topology.Topology, o StepOptions) (*step.Runtime
 // GET /api/deadletters (MountDeadLetters), the outstanding dead letters of
 // every step and of the coordinator itself. self is
 // this process's advertised API (NewCoordinator's StepOptions.Advertise).
-// Call close when done.
-func (e *Env) MountSaga(ctx context.Context, t *topology.Topology, store *saga.Store, self string) (close func(), err error) {
+// The API requires tokens (api.Server.RequireToken), and the write token
+// goes to the peers. Call close when done.
+func (e *Env) MountSaga(ctx context.Context, t *topology.Topology, store *saga.Store, self string, tokens auth.Tokens) (close func(), err error) {
 	admin, err := kafka.NewClient(ctx, e.Kafka)
 	if err != nil {
 		return nil, err
 	}
+	e.Server.RequireToken(tokens)
 	cluster := saga.NewCluster(store, self, t.CoordinatorGroup(), kadm.NewClient(admin))
+	cluster.SendToken(tokens.Write)
 	saga.Mount(e.Server, cluster, cluster)
 	ui.Mount(e.Server, t)
 	MountDeadLetters(e.Server, e.Kafka, t, e.Log)
@@ -76,8 +80,16 @@ func runCoordinator(ctx context.Context, app App, g *Globals, o RunOptions, t *t
 	if dir == "" {
 		dir = filepath.Join(".troupe", "state", t.App+"."+saga.StepName(t))
 	}
+	tokens, err := g.Tokens(o.Auth)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
 	ln, err := api.Listen(o.HTTP, "--http")
 	if err != nil {
+		return err
+	}
+	if err := g.Guard(ln, tokens, o.Auth, "the saga API", "--http"); err != nil {
+		ln.Close()
 		return err
 	}
 	self := o.Advertise
@@ -88,7 +100,7 @@ func runCoordinator(ctx context.Context, app App, g *Globals, o RunOptions, t *t
 	kcfg := g.KafkaConfig()
 	// Peers find this process's API in the group's description.
 	kcfg.ClientID = saga.ClientID(self)
-	env, err := NewEnv(app, kcfg, g.Registry, app.Version, log)
+	env, err := NewEnv(app, kcfg, g.Registry, app.Version, log, g.RegistryOpts()...)
 	if err != nil {
 		ln.Close()
 		return err
@@ -102,7 +114,7 @@ func runCoordinator(ctx context.Context, app App, g *Globals, o RunOptions, t *t
 		ln.Close()
 		return err
 	}
-	closeAPI, err := env.MountSaga(ctx, t, store, self)
+	closeAPI, err := env.MountSaga(ctx, t, store, self, tokens)
 	if err != nil {
 		ln.Close()
 		return err

@@ -14,8 +14,10 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/troupehq/troupe/pkg/api"
+	"github.com/troupehq/troupe/pkg/auth"
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/example/orders"
 	"github.com/troupehq/troupe/pkg/kafka"
@@ -43,6 +45,8 @@ type DevOptions struct {
 	// under <its topic>-<full name> and SagaEnded under the saga's ended
 	// topic; nil means the example's (package schemas).
 	Schemas []avro.SchemaFile
+	// Auth: the read token and --insecure of the registry and the saga API.
+	Auth ServeAuth
 }
 
 // Dev runs the whole stack in one process until ctx is done: the embedded
@@ -92,6 +96,10 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 			return fmt.Errorf("read the example's schemas: %w", err)
 		}
 	}
+	tokens, err := g.Tokens(o.Auth)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
 	unlock, err := lockDataDir(o.DataDir)
 	if err != nil {
 		return err
@@ -104,6 +112,9 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 		return err
 	}
 	defer httpLn.Close()
+	if err := g.Guard(httpLn, tokens, o.Auth, "the saga API", "--http"); err != nil {
+		return err
+	}
 	regAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(o.RegistryPort))
 	regLn, err := api.Listen(regAddr, "--registry-port")
 	if err != nil {
@@ -122,7 +133,7 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 	kcfg := kafka.Config{Brokers: []string{broker.Addr()}, ClientID: "troupe-dev", Logger: g.Log}
 	log.Info().Str("brokers", broker.Addr()).Str("data_dir", o.DataDir).Msg("embedded Kafka ready")
 
-	stopRegistry, err := ServeRegistry(ctx, registry.Config{Kafka: kcfg, ReplicationFactor: t.Replication}, regLn, g.Log)
+	stopRegistry, err := ServeRegistry(ctx, registry.Config{Kafka: kcfg, ReplicationFactor: t.Replication, Auth: tokens}, regLn, g.Log)
 	if err != nil || ctx.Err() != nil {
 		return err
 	}
@@ -132,12 +143,16 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 	if err := ApplyTopics(ctx, kcfg, t); err != nil {
 		return err
 	}
-	n, err := RegisterSchemas(ctx, "http://"+regAddr, t, o.Schemas)
+	var regOpts []sr.ClientOpt
+	if tokens.Write != "" {
+		regOpts = append(regOpts, sr.BearerToken(tokens.Write))
+	}
+	n, err := RegisterSchemas(ctx, "http://"+regAddr, t, o.Schemas, regOpts...)
 	if err != nil {
 		return err
 	}
 	log.Info().Int("subjects", n).Msg("schemas registered")
-	env, err := NewEnv(app, kcfg, "http://"+regAddr, app.Version, g.Log)
+	env, err := NewEnv(app, kcfg, "http://"+regAddr, app.Version, g.Log, regOpts...)
 	if err != nil {
 		return err
 	}
@@ -174,7 +189,7 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 	if err != nil {
 		return err
 	}
-	closeAPI, err := env.MountSaga(ctx, t, store, self)
+	closeAPI, err := env.MountSaga(ctx, t, store, self, tokens)
 	if err != nil {
 		return err
 	}
@@ -200,11 +215,16 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 		func(ctx context.Context) error { return summarize(ctx, o, demo, obs, store) },
 	)
 
+	tokenFile := g.AuthTokenFile
+	if tokenFile != "" {
+		tokenFile, _ = filepath.Abs(tokenFile)
+	}
 	printBanner(o.Out, t, o, bannerAddrs{
-		Brokers:  broker.Addr(),
-		Registry: "http://" + regAddr,
-		API:      "http://" + loopbackAddr(httpLn.Addr()),
-		UI:       httpLn.Addr().String(),
+		Brokers:   broker.Addr(),
+		Registry:  "http://" + regAddr,
+		API:       "http://" + loopbackAddr(httpLn.Addr()),
+		UI:        httpLn.Addr().String(),
+		TokenFile: tokenFile,
 	}, os.Getenv)
 
 	err = serve(ctx, httpLn, env, loops...)
@@ -217,6 +237,9 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 type bannerAddrs struct {
 	Brokers, Registry, API string
 	UI                     string // host:port of the HTTP server as bound
+	// TokenFile is the absolute path of --auth-token-file, if dev was given
+	// one: the other commands need it too.
+	TokenFile string
 }
 
 // The CLI's defaults of --brokers, --registry and --api (Globals.AddFlags):
@@ -226,14 +249,16 @@ const (
 	defaultAPIURL      = "http://127.0.0.1:8080"
 )
 
-// devExports is the shell line that points the CLI at a dev stack at a, or
-// "" when the CLI's defaults and the environment (getenv) already do.
+// devExports is the shell line that points the CLI at a dev stack at a
+// (and at its token file), or "" when the CLI's defaults and the
+// environment (getenv) already do.
 func devExports(a bannerAddrs, getenv func(string) string) string {
 	var vars []string
 	for _, v := range []struct{ env, def, actual string }{
 		{"TROUPE_BROKERS", kafka.DefaultBrokers, a.Brokers},
 		{"TROUPE_REGISTRY_URL", defaultRegistryURL, a.Registry},
 		{"TROUPE_API_URL", defaultAPIURL, a.API},
+		{auth.TokenFileEnv, "", a.TokenFile},
 	} {
 		// What the CLI will use in this shell: the variable, else the default.
 		if cur := cmp.Or(getenv(v.env), v.def); cur != v.actual {
@@ -290,8 +315,9 @@ func loopbackAddr(addr net.Addr) string {
 // saga's ended topic, and no other) in the registry at url, from files. A
 // schema already there is left as it is. It returns how many subjects it
 // registered or found, and fails (ErrUsage) when a type has no schema.
-func RegisterSchemas(ctx context.Context, url string, t *topology.Topology, files []avro.SchemaFile) (int, error) {
-	rc, err := avro.NewRegistryClient(url)
+// opts go to the registry client (e.g. sr.BearerToken).
+func RegisterSchemas(ctx context.Context, url string, t *topology.Topology, files []avro.SchemaFile, opts ...sr.ClientOpt) (int, error) {
+	rc, err := avro.NewRegistryClient(url, opts...)
 	if err != nil {
 		return 0, err
 	}

@@ -1,13 +1,18 @@
 package runner
 
 import (
+	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
+	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/troupehq/troupe/pkg/auth"
+	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/kafka"
 	"github.com/troupehq/troupe/pkg/logging"
 )
@@ -31,8 +36,16 @@ type Globals struct {
 	SASLUser    string
 	SASLPass    string
 
+	// AuthTokenFile holds the token of troupe's registry and API: servers
+	// require it, clients send it. Without it, TROUPE_AUTH_TOKEN is the
+	// token.
+	AuthTokenFile string
+
 	// Log is set by Setup.
 	Log zerolog.Logger
+	// authToken is the token AuthTokenFile or TROUPE_AUTH_TOKEN holds, set
+	// by Setup.
+	authToken string
 }
 
 // AddFlags registers the global flags on fs.
@@ -50,15 +63,78 @@ func (g *Globals) AddFlags(f *pflag.FlagSet) {
 	envString(f, &g.SASLMech, "sasl-mechanism", "TROUPE_SASL_MECHANISM", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
 	envString(f, &g.SASLUser, "sasl-user", "TROUPE_SASL_USER", "", "SASL user name")
 	envSecret(f, &g.SASLPass, "sasl-password", "TROUPE_SASL_PASSWORD", "SASL password (prefer the environment variable: a flag shows in ps)")
+	envString(f, &g.AuthTokenFile, "auth-token-file", auth.TokenFileEnv, "",
+		"file holding the token of troupe's schema registry and saga API: the servers require it, the commands send it (or the token itself in "+auth.TokenEnv+")")
 }
 
-// Setup builds the logger the flags describe.
+// Setup builds the logger the flags describe and reads the auth token.
 func (g *Globals) Setup() error {
 	l, err := logging.New(os.Stderr, g.LogLevel, logging.Format(g.LogFormat))
 	if err != nil {
 		return err
 	}
 	g.Log = l
+	g.authToken, err = auth.LoadToken(g.AuthTokenFile, auth.TokenFlag, os.Getenv(auth.TokenEnv))
+	return err
+}
+
+// AuthToken is the token of troupe's registry and API (--auth-token-file
+// or TROUPE_AUTH_TOKEN), "" for none. Setup reads it.
+func (g *Globals) AuthToken() string { return g.authToken }
+
+// RegistryOpts are the schema registry client's options the flags
+// describe: the auth token as a bearer token, unless --registry's URL
+// carries its own user:password (another registry's basic auth).
+func (g *Globals) RegistryOpts() []sr.ClientOpt {
+	if u, err := url.Parse(g.Registry); g.authToken == "" || err == nil && u.User != nil {
+		return nil
+	}
+	return []sr.ClientOpt{sr.BearerToken(g.authToken)}
+}
+
+// RegistryClient is a client of the schema registry the flags describe.
+func (g *Globals) RegistryClient() (*avro.RegistryClient, error) {
+	return avro.NewRegistryClient(g.Registry, g.RegistryOpts()...)
+}
+
+// ServeAuth are the flags of a command that serves the registry or the
+// saga API, beyond the global --auth-token-file.
+type ServeAuth struct {
+	// ReadTokenFile holds a second, read-only token; without it,
+	// TROUPE_AUTH_READ_TOKEN is that token.
+	ReadTokenFile string
+	// Insecure allows serving beyond loopback without a token.
+	Insecure bool
+}
+
+// AddFlags registers the flags on f; what names the server, for --help.
+func (a *ServeAuth) AddFlags(f *pflag.FlagSet, what string) {
+	envString(f, &a.ReadTokenFile, "auth-read-token-file", auth.ReadTokenFileEnv, "",
+		"file holding a second token that may only read "+what+" (or the token itself in "+auth.ReadTokenEnv+"); needs --auth-token-file")
+	envBool(f, &a.Insecure, "insecure", "TROUPE_INSECURE",
+		"serve "+what+" without a token on a non-loopback address (a lab only; otherwise it refuses to start)")
+}
+
+// Tokens are the tokens a server the flags describe requires.
+func (g *Globals) Tokens(a ServeAuth) (auth.Tokens, error) {
+	read, err := auth.LoadToken(a.ReadTokenFile, auth.ReadTokenFlag, os.Getenv(auth.ReadTokenEnv))
+	if err != nil {
+		return auth.Tokens{}, err
+	}
+	t := auth.Tokens{Write: g.authToken, Read: read}
+	return t, t.Validate()
+}
+
+// Guard checks that a server of what on ln may start with the tokens
+// (auth.CheckListen), and warns when --insecure lets it serve open beyond
+// loopback. flag is the setting that chose ln's address.
+func (g *Globals) Guard(ln net.Listener, t auth.Tokens, a ServeAuth, what, flag string) error {
+	if err := auth.CheckListen(ln.Addr(), t, a.Insecure, what, flag); err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if !t.Enabled() && !auth.IsLoopback(ln.Addr()) {
+		g.Log.Warn().Str("addr", ln.Addr().String()).Msg(what + " serves without authentication (--insecure): anyone who reaches it may use it")
+	}
 	return nil
 }
 

@@ -49,3 +49,19 @@ func TestSecretUnsetSaysSo(t *testing.T) {
 		t.Errorf("--help with the variable unset:\n%s", help)
 	}
 }
+
+// The token reaches the registry client as a bearer token, unless
+// --registry's URL carries its own user:password.
+func TestRegistryOptsSendTheToken(t *testing.T) {
+	t.Setenv("TROUPE_AUTH_TOKEN", " tok-3f9a \n")
+	t.Setenv("TROUPE_AUTH_TOKEN_FILE", "")
+	for url, want := range map[string]int{"http://127.0.0.1:8081": 1, "https://svc:pw@registry.example:8081": 0} {
+		g := Globals{Registry: url, LogLevel: "error", LogFormat: "json"}
+		if err := g.Setup(); err != nil {
+			t.Fatal(err)
+		}
+		if g.AuthToken() != "tok-3f9a" || len(g.RegistryOpts()) != want {
+			t.Errorf("%s: token %q, %d options, want tok-3f9a and %d", url, g.AuthToken(), len(g.RegistryOpts()), want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/sr"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/troupehq/troupe/pkg/api"
@@ -48,11 +49,11 @@ type Env struct {
 	Registry *avro.RegistryClient
 }
 
-// NewEnv builds an Env: a registry client for registryURL, a serde with
-// auto-registration on and the app's types, a metrics registry and an HTTP
-// server.
-func NewEnv(app App, kcfg kafka.Config, registryURL, version string, log zerolog.Logger) (*Env, error) {
-	rc, err := avro.NewRegistryClient(registryURL)
+// NewEnv builds an Env: a registry client for registryURL (with regOpts:
+// Globals.RegistryOpts), a serde with auto-registration on and the app's
+// types, a metrics registry and an HTTP server.
+func NewEnv(app App, kcfg kafka.Config, registryURL, version string, log zerolog.Logger, regOpts ...sr.ClientOpt) (*Env, error) {
+	rc, err := avro.NewRegistryClient(registryURL, regOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +150,8 @@ type RunOptions struct {
 	// coordinator's); default http://<--http>, with the host name for an
 	// unspecified address.
 	Advertise string
+	// Auth: the coordinator's saga API's read token and --insecure.
+	Auth ServeAuth
 }
 
 // ErrUsage marks errors in the flags or input of Run: exit code 2.
@@ -189,7 +192,7 @@ func Run(ctx context.Context, app App, g *Globals, o RunOptions) error {
 		dir = filepath.Join(".troupe", "state", t.App+"."+o.Step)
 	}
 	log := g.Log.With().Str("app", t.App).Str("step", o.Step).Logger()
-	env, err := NewEnv(app, g.KafkaConfig(), g.Registry, app.Version, log)
+	env, err := NewEnv(app, g.KafkaConfig(), g.Registry, app.Version, log, g.RegistryOpts()...)
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,7 @@ type Cluster struct {
 	group  string
 	adm    *kadm.Client
 	client *http.Client
+	token  string // sent to the peers' APIs
 
 	mu       sync.Mutex
 	owners   map[int32]member // partition → the group member that holds it
@@ -94,6 +95,10 @@ func NewCluster(local *Store, self, group string, adm *kadm.Client) *Cluster {
 		client: &http.Client{Timeout: 5 * time.Second},
 	}
 }
+
+// SendToken makes the cluster send token (package auth) to its peers'
+// APIs, which require the same one. Call it before serving.
+func (c *Cluster) SendToken(token string) { c.token = token }
 
 // Local is this process's Store.
 func (c *Cluster) Local() Reader { return c.local }
@@ -377,6 +382,9 @@ func (c *Cluster) get(ctx context.Context, u string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {

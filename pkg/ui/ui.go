@@ -6,7 +6,10 @@
 // the event, decoded) and its dead letters, which it replays or discards
 // where the server allows actions. It is static files embedded in the
 // binary, with no build step and no dependencies; the page reads the API
-// and refreshes itself every 2 s.
+// and refreshes itself every 2 s. When the API requires a token
+// (api.Server.RequireToken) the page takes it from its URL fragment
+// (#token=…) or asks for it, and sends it on every request
+// (static/auth.js); the page itself is open.
 package ui
 
 import (

@@ -32,7 +32,7 @@ function when(t) {
 
 // api GETs path and returns its JSON; errors carry the API's message.
 async function api(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const r = await troupeAuth.fetch(path, { headers: { Accept: "application/json" } });
   const body = await r.text();
   let v = null;
   try { v = body ? JSON.parse(body) : null; } catch (_) { /* not JSON */ }

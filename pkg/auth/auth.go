@@ -90,7 +90,7 @@ func Handler(h http.Handler, t Tokens, o Options) http.Handler {
 		given, ok := credential(r)
 		if !ok {
 			w.Header().Set("WWW-Authenticate", challenge)
-			o.Error(w, http.StatusUnauthorized, "authentication required: send the token as 'Authorization: Bearer <token>' or as the password of basic auth (troupe: "+Hint+")")
+			o.Error(w, http.StatusUnauthorized, "authentication required: send the token in an Authorization header, as a bearer token or as the password of basic auth (troupe: "+Hint+")")
 			return
 		}
 		g := digest(given)

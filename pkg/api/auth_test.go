@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -42,5 +43,19 @@ func TestRequireToken(t *testing.T) {
 	}
 	if resp := get("/api/sagas", "tok-1b2c3d"); resp.StatusCode != 200 {
 		t.Errorf("GET /api/sagas with the token: %d", resp.StatusCode)
+	}
+}
+
+// Beyond loopback, a server with a write token takes actions: the token
+// protects them (a read token may only GET).
+func TestActionsWithToken(t *testing.T) {
+	srv := api.New(prometheus.NewRegistry(), zerolog.Nop())
+	srv.Bound(&net.TCPAddr{IP: net.IPv4zero, Port: 8080})
+	if err := srv.Actions(); err == nil {
+		t.Fatal("actions allowed on 0.0.0.0 without a token")
+	}
+	srv.RequireToken(auth.Tokens{Write: "w"})
+	if err := srv.Actions(); err != nil {
+		t.Errorf("actions on 0.0.0.0 with a write token: %v", err)
 	}
 }

@@ -68,17 +68,7 @@ func (s *Server) Bound(addr net.Addr) {
 // IsLoopback reports whether addr is a loopback address (127.0.0.0/8,
 // ::1): reachable from this machine only. An unspecified address
 // (0.0.0.0, ::) is not.
-func IsLoopback(addr net.Addr) bool {
-	switch a := addr.(type) {
-	case *net.TCPAddr:
-		return a.IP.IsLoopback()
-	case nil:
-		return false
-	}
-	host, _, err := net.SplitHostPort(addr.String())
-	ip := net.ParseIP(host)
-	return err == nil && ip != nil && ip.IsLoopback()
-}
+func IsLoopback(addr net.Addr) bool { return auth.IsLoopback(addr) }
 
 // ErrActionsOff means the server takes no operator's actions (a dead
 // letter's replay or discard): it is reachable from other machines and
@@ -86,14 +76,15 @@ func IsLoopback(addr net.Addr) bool {
 var ErrActionsOff = errors.New("actions are off")
 
 // Actions reports whether this server takes an operator's actions, and if
-// not why and what to do: only when it is bound to loopback (Bound).
+// not why and what to do: only when it is bound to loopback (Bound) or
+// requires a write token (RequireToken; a read token may not act).
 func (s *Server) Actions() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.loopback {
+	if s.loopback || s.tokens.Write != "" {
 		return nil
 	}
-	return fmt.Errorf("%w: this server is reachable from other machines and unprotected; use the troupe dlq commands, or bind --http to 127.0.0.1 (e.g. --http 127.0.0.1:8080) to act from the UI", ErrActionsOff)
+	return fmt.Errorf("%w: this server is reachable from other machines and unprotected; use the troupe dlq commands, give it a token (--auth-token-file), or bind --http to 127.0.0.1 (e.g. --http 127.0.0.1:8080) to act from the UI", ErrActionsOff)
 }
 
 // Allow checks that r may carry out an action: the server takes actions
@@ -127,12 +118,19 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // RequireToken puts the API (every route under /api/) behind t (package
 // auth). /healthz, /readyz, /metrics and the UI's page and files stay
 // open: probes and scrapers need no token, and the page asks for one.
-// Call it before Handler.
-func (s *Server) RequireToken(t auth.Tokens) { s.tokens = t }
+// A read token may only GET. Call it before Handler.
+func (s *Server) RequireToken(t auth.Tokens) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens = t
+}
 
 // Handler returns the server's root handler.
 func (s *Server) Handler() http.Handler {
-	return auth.Handler(s.mux, s.tokens, auth.Options{
+	s.mu.Lock()
+	t := s.tokens
+	s.mu.Unlock()
+	return auth.Handler(s.mux, t, auth.Options{
 		Realm: "troupe api",
 		Open:  func(r *http.Request) bool { return r.URL.Path != "/api" && !strings.HasPrefix(r.URL.Path, "/api/") },
 		Error: func(w http.ResponseWriter, status int, msg string) { WriteError(w, status, "%s", msg) },

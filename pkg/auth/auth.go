@@ -199,13 +199,17 @@ type insecureError string
 func (e insecureError) Error() string        { return string(e) }
 func (e insecureError) Is(target error) bool { return target == ErrInsecure }
 
-// IsLoopback reports whether addr (a listener's) accepts connections from
-// this machine only.
+// IsLoopback reports whether addr (a listener's) is a loopback address
+// (127.0.0.0/8, ::1): reachable from this machine only. An unspecified
+// address (0.0.0.0, ::) is not.
 func IsLoopback(addr net.Addr) bool {
-	host := addr.String()
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	case nil:
+		return false
 	}
+	host, _, err := net.SplitHostPort(addr.String())
 	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return err == nil && ip != nil && ip.IsLoopback()
 }

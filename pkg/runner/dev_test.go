@@ -57,7 +57,13 @@ func (s *syncBuffer) String() string {
 // waits for it to return.
 func startDev(t *testing.T, o DevOptions) (stop func()) {
 	t.Helper()
-	g := &Globals{Log: zerolog.Nop()}
+	return startDevWithToken(t, o, "")
+}
+
+// startDevWithToken is startDev with an auth token (--auth-token-file).
+func startDevWithToken(t *testing.T, o DevOptions, token string) (stop func()) {
+	t.Helper()
+	g := &Globals{Log: zerolog.Nop(), authToken: token}
 	app := App{Name: "troupe", Version: "test", Types: orders.Register, Steps: orders.Steps}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/sr"
+
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/example/orders"
 	"github.com/troupehq/troupe/pkg/kafka"
@@ -53,10 +55,19 @@ func renderDOM(t *testing.T, browser, url string) string {
 	return string(out)
 }
 
-// apiGet GETs the dev API into v and reports whether it answered 200.
+// uiToken is the token of TestDevUIInBrowser's stack.
+const uiToken = "ui-token-7c2e91"
+
+// apiGet GETs the dev API into v and reports whether it answered 200. It
+// sends uiToken, which a stack without a token ignores.
 func apiGet(t *testing.T, base, path string, v any) bool {
 	t.Helper()
-	resp, err := http.Get(base + path)
+	req, err := http.NewRequest(http.MethodGet, base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+uiToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return false
 	}
@@ -67,6 +78,10 @@ func apiGet(t *testing.T, base, path string, v any) bool {
 // The UI in a real browser, over `troupe dev` with its demo load: the
 // counts by status, a page of sagas, and one saga held by a dead letter
 // (an ERR- order), with the command that settles it.
+//
+// The stack has a token (--auth-token-file): the page takes it from the
+// address (#token=, beside the page's own route); without it, the page
+// shows the API's 401 and a form for the token.
 func TestDevUIInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole stack and a browser")
@@ -76,14 +91,14 @@ func TestDevUIInBrowser(t *testing.T) {
 		KafkaPort: freePort(t), RegistryPort: freePort(t), HTTP: "127.0.0.1:" + strconv.Itoa(freePort(t)),
 		DataDir: t.TempDir(), DemoRate: 20, SummaryEvery: time.Minute, Out: &syncBuffer{},
 	}
-	stop := startDev(t, o)
+	stop := startDevWithToken(t, o, uiToken)
 	defer stop()
 	waitReady(t, o.HTTP)
 	base := "http://" + o.HTTP
 
 	// An order that the inventory step dead-letters.
 	ctx := t.Context()
-	rc, err := avro.NewRegistryClient("http://127.0.0.1:" + strconv.Itoa(o.RegistryPort))
+	rc, err := avro.NewRegistryClient("http://127.0.0.1:"+strconv.Itoa(o.RegistryPort), sr.BearerToken(uiToken))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +129,7 @@ func TestDevUIInBrowser(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	dom := renderDOM(t, browser, base+"/#/sagas/ui-err")
+	dom := renderDOM(t, browser, base+"/#/sagas/ui-err&token="+uiToken)
 	d := inst.DeadLetters[0]
 	for _, want := range []string{
 		`data-status="COMPLETED"`, `data-status="RUNNING"`, // the counts by status
@@ -133,7 +148,17 @@ func TestDevUIInBrowser(t *testing.T) {
 	if strings.Contains(dom, `id="banner" role="alert">`) && !strings.Contains(dom, `id="banner" role="alert" hidden`) {
 		t.Errorf("the page shows an error banner")
 	}
+	if strings.Contains(dom, `id="token-form"`) {
+		t.Errorf("with #token=: the page asks for the token")
+	}
 	if t.Failed() {
 		t.Logf("DOM:\n%s", dom)
+	}
+
+	dom = renderDOM(t, browser, base+"/")
+	for _, want := range []string{`id="token-form"`, "This troupe API requires a token", "HTTP 401"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("without a token: the page has no %q\n%s", want, dom)
+		}
 	}
 }

@@ -205,3 +205,51 @@ func TestCompatibilityCheckCancelled(t *testing.T) {
 		t.Fatalf("check with the request gone: %v, want context.Canceled", err)
 	}
 }
+
+// A schema is held to the nesting limit with the types it references
+// inlined: referencing a deep type cannot split a schema too costly to
+// check into parts that pass one by one. And references may pull in at
+// most maxResolved schemas.
+func TestReferencesWithinLimits(t *testing.T) {
+	// 60 levels, type R0 outermost. Checks go against s: a subject this
+	// server does not know would need Kafka to be sure of it.
+	s := offline(t, Config{}, nested(20, `"int"`))
+	wrap := func(depth int) string {
+		b, _ := json.Marshal(map[string]any{
+			"schema":     strings.ReplaceAll(nested(depth, `"R0"`), `"name":"R`, `"name":"Q`),
+			"references": []Reference{{Name: "R0", Subject: "s", Version: 1}},
+		})
+		return string(b)
+	}
+	if r := call(t, s, "POST", "/compatibility/subjects/s/versions/latest", wrap(10)); r.status != 200 {
+		t.Errorf("10 records around the 20 referenced (90 levels): %d %s", r.status, r.body)
+	}
+	r := call(t, s, "POST", "/compatibility/subjects/s/versions/latest", wrap(20))
+	if r.status != 422 || r.Code != 42201 || !strings.Contains(r.Msg, "more than 96 levels deep") || !strings.Contains(r.Msg, "counting the types it references") {
+		t.Errorf("20 records around the 20 referenced (120 levels): %d %s", r.status, r.body)
+	}
+
+	// A chain of 101 subjects, each referencing the one before.
+	for i := 0; i <= maxResolved; i++ {
+		v := schemaValue{Subject: fmt.Sprintf("c%d", i), Version: 1, ID: 10 + i,
+			Schema: fmt.Sprintf(`{"type":"record","name":"C%d","fields":[{"name":"f","type":"int"}]}`, i)}
+		if i > 0 {
+			v.References = []Reference{{Name: fmt.Sprintf("C%d", i-1), Subject: fmt.Sprintf("c%d", i-1), Version: 1}}
+		}
+		k, _ := json.Marshal(recordKey{Troupe: 1, Kind: kindSchema, Subject: v.Subject, Version: 1, Proposal: v.Subject})
+		b, _ := json.Marshal(v)
+		if err := s.st.apply(k, b, s.st.applied); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ref := func(n int) string {
+		b, _ := json.Marshal(map[string]any{"schema": `"int"`, "references": []Reference{{Name: fmt.Sprintf("C%d", n), Subject: fmt.Sprintf("c%d", n), Version: 1}}})
+		return string(b)
+	}
+	if r := call(t, s, "POST", "/compatibility/subjects/s/versions/latest", ref(maxResolved-1)); r.status != 200 {
+		t.Errorf("references pulling in %d schemas: %d %s", maxResolved, r.status, r.body)
+	}
+	if r := call(t, s, "POST", "/compatibility/subjects/s/versions/latest", ref(maxResolved)); r.status != 422 || !strings.Contains(r.Msg, "pull in more than 100 schemas") {
+		t.Errorf("references pulling in %d schemas: %d %s", maxResolved+1, r.status, r.body)
+	}
+}

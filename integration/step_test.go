@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -215,7 +216,9 @@ func head(xs []int) []int { return xs[:min(len(xs), 10)] }
 
 // changelogCounts reads the step's changelog (read_committed) to its end and
 // returns each instance's count in its latest record.
-func (e *stepEnv) changelogCounts() map[string]int64 {
+// changelogCounts reads the changelog: the latest count of each instance,
+// and the history of every key (for the diagnosis of a wrong count).
+func (e *stepEnv) changelogCounts() (map[string]int64, changelogHistory) {
 	e.t.Helper()
 	topic := state.ChangelogTopic(e.app, "count")
 	ctx, cancel := context.WithTimeout(e.t.Context(), time.Minute)
@@ -237,6 +240,7 @@ func (e *stepEnv) changelogCounts() map[string]int64 {
 		kgo.KeepControlRecords(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	defer cl.Close()
 	latest := map[string][]byte{}
+	hist := changelogHistory{counts: map[string][]string{}, progress: map[int32][]string{}, partition: map[string]int32{}}
 	for len(left) > 0 {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -246,8 +250,18 @@ func (e *stepEnv) changelogCounts() map[string]int64 {
 			if r.Offset+1 >= left[r.Partition] {
 				delete(left, r.Partition)
 			}
-			if !r.Attrs.IsControl() && len(r.Key) > 0 && r.Key[0] == state.KindInstance {
-				latest[string(r.Key[1:])] = r.Value
+			if r.Attrs.IsControl() || len(r.Key) == 0 {
+				return
+			}
+			switch r.Key[0] {
+			case state.KindInstance:
+				id := string(r.Key[1:])
+				latest[id] = r.Value
+				hist.partition[id] = r.Partition
+				hist.counts[id] = append(hist.counts[id], fmt.Sprintf("@%d:%s", r.Offset, countOf(r.Value)))
+			case state.KindInputOffset:
+				pr, err := state.DecodeProgress(r.Value)
+				hist.progress[r.Partition] = append(hist.progress[r.Partition], fmt.Sprintf("@%d:next=%d,done=%d(%v)", r.Offset, pr.Next, len(pr.Done), err))
 			}
 		})
 	}
@@ -263,7 +277,30 @@ func (e *stepEnv) changelogCounts() map[string]int64 {
 		}
 		out[id] = c.N
 	}
-	return out
+	return out, hist
+}
+
+// changelogHistory is every version of the changelog's keys, in order.
+type changelogHistory struct {
+	counts    map[string][]string // per instance: @offset:count
+	progress  map[int32][]string  // per partition: @offset:next,done
+	partition map[string]int32
+}
+
+// countOf is the count a changelog value holds, for the history.
+func countOf(v []byte) string {
+	if v == nil {
+		return "deleted"
+	}
+	inst, err := state.DecodeInstance(v)
+	if err != nil {
+		return err.Error()
+	}
+	var c struct{ N int64 }
+	if err := json.Unmarshal(inst.State, &c); err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%d/seen=%d", c.N, len(inst.Seen))
 }
 
 // checkCounts checks the changelog's state against n inputs (plus extra per
@@ -277,7 +314,7 @@ func (e *stepEnv) checkCounts(n int, extra map[string]int64) {
 	for k, v := range extra {
 		want[k] += v
 	}
-	got := e.changelogCounts()
+	got, hist := e.changelogCounts()
 	var wrong []string
 	for k, w := range want {
 		if got[k] != w {
@@ -285,6 +322,13 @@ func (e *stepEnv) checkCounts(n int, extra map[string]int64) {
 		}
 	}
 	if len(wrong) > 0 || len(got) != len(want) {
+		slices.Sort(wrong)
+		for _, w := range wrong[:min(len(wrong), 3)] {
+			id, _, _ := strings.Cut(w, "=")
+			p := hist.partition[id]
+			e.t.Logf("history of %s (partition %d): %v", id, p, hist.counts[id])
+			e.t.Logf("progress of partition %d: %v", p, hist.progress[p])
+		}
 		e.t.Fatalf("state of %d instances wrong (%d instances in the changelog, want %d): %v", len(wrong), len(got), len(want), wrong[:min(len(wrong), 10)])
 	}
 }

@@ -34,6 +34,54 @@ type Instance struct {
 	Compensated bool
 	// Seen holds hashes of recently processed ce_ids, oldest first.
 	Seen []uint64
+	// Applied is, per input topic (by TopicHash), the offset of the last
+	// record of this instance that a handler applied. An instance's records
+	// of one topic are applied in offset order (they all live in the
+	// instance's partition, and one instance runs one record at a time),
+	// so a record at or before it is a redelivery, however far the
+	// partition's stored progress lags the state: the state and this
+	// offset are one value, written and restored together.
+	Applied []AppliedOffset
+}
+
+// AppliedOffset is the offset of the last record of one topic applied to an
+// instance.
+type AppliedOffset struct {
+	Topic  uint32 // TopicHash of the topic's name
+	Offset int64
+}
+
+// TopicHash names a topic in Instance.Applied in 4 bytes rather than the
+// name, which an instance record would repeat per topic.
+func TopicHash(topic string) uint32 {
+	h := uint32(2166136261) // FNV-1a, without hash/fnv's allocation
+	for i := 0; i < len(topic); i++ {
+		h ^= uint32(topic[i])
+		h *= 16777619
+	}
+	return h
+}
+
+// AppliedAt returns the offset of the last record of topic (a TopicHash)
+// applied to the instance, and whether there is one.
+func (in *Instance) AppliedAt(topic uint32) (int64, bool) {
+	for _, a := range in.Applied {
+		if a.Topic == topic {
+			return a.Offset, true
+		}
+	}
+	return 0, false
+}
+
+// SetApplied records offset as the last record of topic applied.
+func (in *Instance) SetApplied(topic uint32, offset int64) {
+	for i := range in.Applied {
+		if in.Applied[i].Topic == topic {
+			in.Applied[i].Offset = offset
+			return
+		}
+	}
+	in.Applied = append(in.Applied, AppliedOffset{Topic: topic, Offset: offset})
 }
 
 const (
@@ -41,6 +89,7 @@ const (
 	flagEnded
 	flagCompleted
 	flagCompensated
+	flagHasApplied
 )
 
 // IDHash is the hash of an event id that Instance.Seen keeps. 64 bits keep a
@@ -82,10 +131,20 @@ func (in *Instance) Append(b []byte) []byte {
 	if in.Compensated {
 		flags |= flagCompensated
 	}
+	if len(in.Applied) > 0 {
+		flags |= flagHasApplied
+	}
 	b = append(b, recordVersion, flags)
 	b = binary.AppendUvarint(b, uint64(len(in.Seen)))
 	for _, h := range in.Seen {
 		b = binary.BigEndian.AppendUint64(b, h)
+	}
+	if len(in.Applied) > 0 {
+		b = binary.AppendUvarint(b, uint64(len(in.Applied)))
+		for _, a := range in.Applied {
+			b = binary.BigEndian.AppendUint32(b, a.Topic)
+			b = binary.AppendUvarint(b, uint64(a.Offset))
+		}
 	}
 	return append(b, in.State...)
 }
@@ -110,6 +169,26 @@ func DecodeInstance(b []byte) (Instance, error) {
 		in.Seen[i] = binary.BigEndian.Uint64(rest[8*i:])
 	}
 	rest = rest[8*n:]
+	if flags&flagHasApplied != 0 {
+		n, w := binary.Uvarint(rest)
+		if w <= 0 || n == 0 || n > uint64(len(rest)) {
+			return in, fmt.Errorf("%w: instance record applied count", ErrBadRecord)
+		}
+		rest = rest[w:]
+		in.Applied = make([]AppliedOffset, n)
+		for i := range in.Applied {
+			if len(rest) < 5 {
+				return in, fmt.Errorf("%w: instance record applied offsets truncated", ErrBadRecord)
+			}
+			in.Applied[i].Topic = binary.BigEndian.Uint32(rest)
+			off, w := binary.Uvarint(rest[4:])
+			if w <= 0 {
+				return in, fmt.Errorf("%w: instance record applied offset", ErrBadRecord)
+			}
+			in.Applied[i].Offset = int64(off)
+			rest = rest[4+w:]
+		}
+	}
 	if flags&flagHasState != 0 {
 		in.State = append(make([]byte, 0, len(rest)), rest...)
 	}

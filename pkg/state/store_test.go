@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"errors"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,6 +73,8 @@ func TestInstanceRecord(t *testing.T) {
 		{"state only", Instance{State: []byte(`{"n":1}`)}},
 		{"empty state is state", Instance{State: []byte{}}},
 		{"all", Instance{State: []byte("x"), Ended: true, Seen: []uint64{1, 2, 3}}},
+		{"applied", Instance{State: []byte("x"), Applied: []AppliedOffset{{TopicHash("orders"), 0}, {TopicHash("orders.retry"), 1 << 40}}}},
+		{"applied without state", Instance{Completed: true, Applied: []AppliedOffset{{7, 12}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,15 +83,35 @@ func TestInstanceRecord(t *testing.T) {
 				t.Fatal(err)
 			}
 			if (got.State == nil) != (tt.in.State == nil) || !bytes.Equal(got.State, tt.in.State) ||
-				got.Ended != tt.in.Ended || !slices.Equal(got.Seen, tt.in.Seen) && len(tt.in.Seen) > 0 {
+				got.Ended != tt.in.Ended || got.Completed != tt.in.Completed || !slices.Equal(got.Seen, tt.in.Seen) && len(tt.in.Seen) > 0 ||
+				!slices.Equal(got.Applied, tt.in.Applied) {
 				t.Fatalf("round trip %+v, want %+v", got, tt.in)
 			}
 		})
 	}
-	for _, bad := range [][]byte{nil, {2, 0, 0}, {1, 0, 5}, {1, 0, 1, 1, 2}} {
+	applied := flagHasApplied
+	for _, bad := range [][]byte{nil, {2, 0, 0}, {1, 0, 5}, {1, 0, 1, 1, 2},
+		{1, byte(applied), 0, 0}, {1, byte(applied), 0, 1, 0, 0, 0}, {1, byte(applied), 0, 1, 0, 0, 0, 0, 0x80}} {
 		if _, err := DecodeInstance(bad); !errors.Is(err, ErrBadRecord) {
 			t.Errorf("DecodeInstance(%v) = %v, want ErrBadRecord", bad, err)
 		}
+	}
+}
+
+func TestInstanceApplied(t *testing.T) {
+	var in Instance
+	a, b := TopicHash("orders"), TopicHash("orders.retry")
+	if _, ok := in.AppliedAt(a); ok {
+		t.Fatal("a new instance has an applied offset")
+	}
+	in.SetApplied(a, 5)
+	in.SetApplied(b, 2)
+	in.SetApplied(a, 9)
+	if off, ok := in.AppliedAt(a); !ok || off != 9 {
+		t.Errorf("AppliedAt(orders) = %d, %v; want 9", off, ok)
+	}
+	if off, ok := in.AppliedAt(b); !ok || off != 2 || len(in.Applied) != 2 {
+		t.Errorf("AppliedAt(orders.retry) = %d, %v (%d entries); want 2 in 2", off, ok, len(in.Applied))
 	}
 }
 
@@ -308,5 +331,15 @@ func TestRemoveRefusesAStoreInUse(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("left %d entries", len(entries))
+	}
+}
+
+func TestTopicHashIsFNV1a(t *testing.T) {
+	for _, topic := range []string{"", "orders", "orders.saga.order-fulfillment.retry"} {
+		h := fnv.New32a()
+		h.Write([]byte(topic))
+		if got, want := TopicHash(topic), h.Sum32(); got != want {
+			t.Errorf("TopicHash(%q) = %x, want FNV-1a %x", topic, got, want)
+		}
 	}
 }

@@ -245,6 +245,9 @@ func (c *cycle) finishTimer(j *job) verdict {
 // eventID, if any, as processed), its timer operations, and its emits.
 func (c *cycle) applyCall(p int32, key []byte, inst *state.Instance, cl *call, eventID string) error {
 	inst.Remember(eventID, c.rt.cfg.DedupeWindow)
+	if cl.rec != nil {
+		inst.SetApplied(c.rt.topicHash(cl.rec.Topic), cl.rec.Offset)
+	}
 	c.buf = inst.Append(c.buf[:0])
 	if err := c.txn.Set(p, key, c.buf); err != nil {
 		return err

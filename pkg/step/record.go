@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/troupehq/troupe/pkg/dlq"
@@ -20,7 +21,8 @@ import (
 //
 //	partition active -> redelivery -> parking (park, discard, release) ->
 //	watch -> metadata -> instance id -> wanted type -> instance state ->
-//	dedupe -> saga rules -> decode
+//	dedupe (the instance's applied offset, then its recent ids) ->
+//	saga rules -> decode
 //
 // each of which either passes the record on or returns the verdict that
 // ends its path. A record that passes them all gets the verdict vCall: its
@@ -117,7 +119,7 @@ func (c *cycle) guard(j *job) verdict {
 	if v.kind != vDone {
 		return v
 	}
-	if inst.HasSeen(meta.ID) {
+	if c.redelivered(tc, r, &inst, id) || inst.HasSeen(meta.ID) {
 		rt.m.duplicate.Inc()
 		return done
 	}
@@ -138,6 +140,24 @@ func (c *cycle) guard(j *job) verdict {
 	j.h, j.name, j.ev, j.key, j.inst, j.eventID = h, name, ev, key, inst, meta.ID
 	j.cl = &call{rt: rt, rec: r, meta: meta, id: id}
 	return verdict{kind: vCall}
+}
+
+// redelivered reports whether instance inst has applied r already: r is at
+// or before the offset of the last record of its topic applied to it. The
+// partition's stored progress drops redeliveries before this; this catches
+// those it cannot (a state write that reached the changelog without the
+// progress of its interval, at-least-once), which is worth a warning.
+func (c *cycle) redelivered(tc *taskCycle, r *kgo.Record, inst *state.Instance, id string) bool {
+	off, ok := inst.AppliedAt(c.rt.topicHash(r.Topic))
+	if !ok || r.Offset > off {
+		return false
+	}
+	c.rt.warnProducer("redelivered", "", func(e *zerolog.Event) {
+		e.Str(logging.FieldSaga, id).Str(logging.FieldTopic, r.Topic).Int32(logging.FieldPartition, r.Partition).
+			Int64(logging.FieldOffset, r.Offset).Int64("instance_applied", off).Int64("partition_progress", tc.t.applied[r.Topic].Next).
+			Msg("dropped a record its instance had applied, which the partition's stored progress did not cover (a restart after a partial write); the state stays exact")
+	})
+	return true
 }
 
 // guardWatched is the path of a record of a watched topic (Watch): not

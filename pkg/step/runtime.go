@@ -142,6 +142,14 @@ func NewRuntime(s Definition, cfg Config) (*Runtime, error) {
 		warned:  make(map[string]time.Time),
 	}
 	rt.log = cfg.Logger.With().Str(logging.FieldApp, d.app).Str(logging.FieldStep, d.name).Logger()
+	hashed := map[uint32]string{}
+	for _, topic := range rt.topics {
+		if other, ok := hashed[state.TopicHash(topic)]; ok && other != topic {
+			// Instances name their topics by this hash (state.Instance.Applied).
+			errs = append(errs, fmt.Errorf("input topics %s and %s have the same 32-bit hash; rename one", other, topic))
+		}
+		hashed[state.TopicHash(topic)] = topic
+	}
 	for _, h := range d.handlers {
 		name, err := cfg.Codec.TypeName(h.zero)
 		if err != nil {
@@ -427,6 +435,9 @@ func (rt *Runtime) shutdown() {
 	rt.mu.Unlock()
 	rt.restores.Wait()
 }
+
+// topicHash names topic in an instance's applied offsets.
+func (rt *Runtime) topicHash(topic string) uint32 { return state.TopicHash(topic) }
 
 // tps is partition p of every consumed topic.
 func (rt *Runtime) tps(p int32) map[string][]int32 {

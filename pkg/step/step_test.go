@@ -594,6 +594,66 @@ func TestRedeliveryDroppedByAppliedOffsets(t *testing.T) {
 	}
 }
 
+// A state write that reached the store (or the changelog) without the
+// progress of its interval, as an at-least-once flush cut short by a crash
+// can leave it: the partition's progress says the records are new, and the
+// instances' recent ids cover only the last 16 of each. Each instance's
+// applied offset, stored with its state, drops them all.
+func TestRedeliveryBeyondProgressDroppedByInstanceOffsets(t *testing.T) {
+	for _, g := range []Guarantee{AtLeastOnce, ExactlyOnce} {
+		t.Run(g.String(), func(t *testing.T) {
+			const n, instances = 400, 10 // 40 per instance: past the dedupe window
+			e := newEnv(t, 2)
+			dir := t.TempDir()
+			cfg := e.config(dir, g)
+			cfg.GroupProtocol = GroupProtocolClassic
+			e.produce(0, n, instances)
+			r := start(t, countStep(e.app), cfg)
+			e.counted(n, 10*time.Second)
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+			e.rewind(e.app + ".count")
+			// Forget the progress: the store says nothing was processed.
+			s, err := state.Open(dir, state.Options{App: e.app, Step: "count"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			txn := s.NewTxn()
+			for p := range e.nparts {
+				if err := txn.Set(p, state.InputOffsetKey("ticks"), state.EncodeProgress(state.Progress{})); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := txn.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Registerer = prometheus.NewRegistry()
+			r = start(t, countStep(e.app), cfg)
+			r.waitActive(t, 2, 10*time.Second)
+			deadline := time.Now().Add(10 * time.Second)
+			for counterValue(t, r.rt.m.duplicate)+counterValue(t, r.rt.m.processed) < n && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+			if got := counterValue(t, r.rt.m.processed); got != 0 {
+				t.Fatalf("%v redelivered records processed again (%v dropped)", got, counterValue(t, r.rt.m.duplicate))
+			}
+			if got := counterValue(t, r.rt.m.duplicate); got != n {
+				t.Fatalf("%v redelivered records dropped, want %d", got, n)
+			}
+			if got := counts(t, dir, e.app, 2); !maps.Equal(got, wantCounts(n, instances)) {
+				t.Fatalf("state counts %v, want %v", got, wantCounts(n, instances))
+			}
+		})
+	}
+}
+
 // A store that is behind the changelog (a crash after the transaction
 // committed and before the store applied it, or an old backup) catches up
 // from the changelog offset it holds.

@@ -14,8 +14,12 @@ import (
 const registryLong = `Run troupe's built-in schema registry alone: the Confluent Schema Registry
 REST API that Avro serializers in every language use (Java's
 KafkaAvroSerializer, Python's confluent-kafka AvroSerializer, franz-go's sr,
-kcat -s), Avro only, stored in a compacted Kafka topic (--topic, created if
-missing). 'troupe dev' runs the same registry on --registry-port.
+kcat -s), stored in a compacted Kafka topic (--topic, created if missing).
+'troupe dev' runs the same registry on --registry-port. Avro only (JSON
+Schema and Protobuf are refused with 42201), with schema references, soft
+and permanent deletion, per-subject compatibility levels and modes
+(READWRITE, READONLY, IMPORT); README "The built-in registry" lists the
+endpoints.
 
 Run several for availability, on the same brokers and topic: they agree on
 every schema id, and a schema registered through one is visible through the

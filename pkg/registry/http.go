@@ -289,18 +289,9 @@ func normalJSON(raw json.RawMessage) (json.RawMessage, error) {
 	return json.Marshal(m)
 }
 
-// candidate is a schema of a request, parsed with its references resolved.
-type candidate struct {
-	text     string
-	refs     []Reference // with "latest" (-1) resolved to a version number
-	schema   *stored     // the parsed schema, its identity and dependencies; no id yet
-	metadata json.RawMessage
-	ruleSet  json.RawMessage
-}
-
-// candidate parses req's schema after the schemas it references. The
-// caller holds s.mu.
-func (s *Server) candidate(req schemaRequest) (*candidate, error) {
+// candidate parses req's schema after the schemas it references, into a
+// schema without an id yet. The caller holds s.mu.
+func (s *Server) candidate(req schemaRequest) (*stored, error) {
 	refs := make([]Reference, len(req.References))
 	for i, ref := range req.References {
 		if ref.Version == -1 {
@@ -335,10 +326,8 @@ func (s *Server) candidate(req schemaRequest) (*candidate, error) {
 			return nil, err
 		}
 	}
-	return &candidate{
-		text: req.text, refs: refs, metadata: req.Metadata, ruleSet: req.RuleSet,
-		schema: &stored{text: req.text, schema: sch, refs: refs, deps: deps, ident: identity(sch, refs, req.Metadata, req.RuleSet)},
-	}, nil
+	return &stored{text: req.text, schema: sch, refs: refs, deps: deps, metadata: req.Metadata, ruleSet: req.RuleSet,
+		ident: identity(sch, refs, req.Metadata, req.RuleSet)}, nil
 }
 
 func validSubject(s string) error {
@@ -560,7 +549,7 @@ func (s *Server) lookup(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := s.st.versionOf(name, c.schema.ident, deleted)
+	v := s.st.versionOf(name, c.ident, deleted)
 	if v == nil {
 		return nil, errSchemaNotFound(fmt.Sprintf("subject '%s' has no such schema", quote(name)))
 	}

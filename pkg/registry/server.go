@@ -420,7 +420,7 @@ func (s *Server) register(ctx context.Context, subject string, req schemaRequest
 		if !importing {
 			// Outside the lock: a check may take seconds, and the topic's
 			// follower needs the lock to apply what arrives.
-			msgs, err := s.compat(ctx, level, c.schema.schema, against)
+			msgs, err := s.compat(ctx, level, c.schema, against)
 			if err != nil {
 				return 0, err
 			}
@@ -433,7 +433,7 @@ func (s *Server) register(ctx context.Context, subject string, req schemaRequest
 		}
 		s.mu.RLock()
 		v := s.st.subjects[subject].find(p.Version)
-		won := v != nil && s.st.byID[v.id].ident == c.schema.ident
+		won := v != nil && s.st.byID[v.id].ident == c.ident
 		s.mu.RUnlock()
 		if won {
 			if attempt > 0 {
@@ -451,7 +451,7 @@ func (s *Server) register(ctx context.Context, subject string, req schemaRequest
 // propose returns the record that registers req's schema under subject, or
 // done with the id when it is registered there already. The caller holds
 // s.mu.
-func (s *Server) propose(subject string, req schemaRequest) (p schemaValue, c *candidate, done bool, err error) {
+func (s *Server) propose(subject string, req schemaRequest) (p schemaValue, c *stored, done bool, err error) {
 	mode := s.st.modeOf(subject)
 	if err := s.readOnly(subject); err != nil {
 		return p, nil, false, err
@@ -463,7 +463,7 @@ func (s *Server) propose(subject string, req schemaRequest) (p schemaValue, c *c
 	if err != nil {
 		return p, nil, false, err
 	}
-	ident := c.schema.ident
+	ident := c.ident
 	if v := s.st.versionOf(subject, ident, false); v != nil && (req.ID <= 0 || v.id == req.ID) && (req.Version <= 0 || v.version == req.Version) {
 		return schemaValue{ID: v.id}, nil, true, nil
 	}

@@ -81,7 +81,7 @@ func (s *Server) checkCompatibility(r *http.Request) (any, error) {
 		return nil, errVersionNotFound(name, ver)
 	}
 	s.mu.RUnlock()
-	msgs, err := s.compat(r.Context(), level, c.schema.schema, against)
+	msgs, err := s.compat(r.Context(), level, c.schema, against)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -656,6 +657,41 @@ func baseline(run chaosRun, v *verdict) (p50, p99 time.Duration) {
 	return took[len(took)/2], took[len(took)*99/100]
 }
 
+// chaosEdits are the chaos runs' changes to the example topology. The
+// partitions of a killed broker or process stall until they move or it is
+// back: tens of seconds on a quiet 2-core machine, and sagas took up to
+// 2 min from order to end when other work shared it. A saga that stalls past
+// its deadline rightly times out, and one whose compensation acks come
+// later than its attempts allow rightly fails, which is not what this test
+// is about: so the deadline (the caller's 10 min) and the compensation
+// timeout (60 s, 5 attempts) outlast any stall, and a saga that never ends
+// is lost. So a SLOW- order completes: its inventory answer comes from a
+// durable 60 s timer, which must survive the faults.
+var chaosEdits = []string{"replication: 1", "replication: 3", "timeout: 10s", "timeout: 60s"}
+
+// startChaosCluster is kafkaharness.StartCluster with three nodes and a
+// start timeout for a loaded machine: a node killed with kill -9 took up to
+// 78 s to serve again when other work shared the machine (the harness's
+// default is 90 s).
+func startChaosCluster(t *testing.T) *kafkaharness.Cluster {
+	t.Helper()
+	fake := os.Getenv(kafkaharness.EnvKafka) == kafkaharness.BackendKfake
+	c, err := kafkaharness.Start(t.Context(), kafkaharness.Options{Brokers: 3, Fake: fake, Logger: t.Output(), StartTimeout: 4 * time.Minute})
+	if err != nil {
+		if errors.Is(err, kafkaharness.ErrToolMissing) && os.Getenv("CI") != "true" {
+			t.Skipf("%v (set %s=kfake to run against kfake)", err, kafkaharness.EnvKafka)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("broker log tail:\n%s", c.LogTail(60))
+		}
+		c.Stop()
+	})
+	return c
+}
+
 // checkReplication fails the test unless the saga's topics have three
 // replicas and min.insync.replicas 2.
 func (e *sagaEnv) checkReplication(ctx context.Context) {
@@ -708,18 +744,11 @@ func TestSagaSurvivesBrokerLoss(t *testing.T) {
 		t.Logf("fault %d: %v", i+1, f)
 	}
 
-	c := kafkaharness.StartCluster(t, 3)
+	c := startChaosCluster(t)
 	if c.Fake() {
 		t.Skip("kfake mishandles a consumer across a leader change (see TestThreeBrokerFailover)")
 	}
-	// A deadline longer than the run: the partitions of a killed broker or
-	// process stall until they move or it is back (tens of seconds on a
-	// loaded 2-core machine; with other work on it, sagas took up to 2 min
-	// from order to end), and a saga that stalls past its deadline rightly
-	// times out, which is not what this test is about. A saga that never
-	// ends is lost. So a SLOW- order completes: its inventory answer comes
-	// from a durable 60 s timer, which must survive the faults.
-	e := newSagaEnvOn(t, c.Addrs(), "10m", "replication: 1", "replication: 3")
+	e := newSagaEnvOn(t, c.Addrs(), "10m", chaosEdits...)
 	ctx := context.Background()
 	e.checkReplication(ctx)
 	d := &chaosDeploy{e: e, procs: map[string][]*troupeProc{}}

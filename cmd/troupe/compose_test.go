@@ -111,20 +111,10 @@ func (s *composeService) containerPorts() []string {
 	return out
 }
 
-// pendingFiles are deploy files another part of issue #14 (the dashboard
-// and the alert rules) delivers: mounted by the compose file, not required
-// to exist yet.
-var pendingFiles = map[string]bool{"deploy/prometheus/alerts.yml": true, "deploy/grafana/troupe.json": true}
-
-// bindSource checks a bind mount's source and returns its repository path
-// ("" when absent).
-func bindSource(t *testing.T, where string, m mount) (string, []string) {
+// bindSource checks a bind mount's source and returns its repository path.
+func bindSource(where string, m mount) (string, []string) {
 	rel := path.Clean(strings.TrimPrefix(m.source, "./"))
 	if _, err := os.Stat(repoRoot + rel); err != nil {
-		if pendingFiles[rel] {
-			t.Logf("%s: %s is not in the repository yet (issue #14's dashboard and alerts)", where, rel)
-			return "", nil
-		}
 		return "", []string{fmt.Sprintf("%s: mounts %s, which does not exist", where, m.source)}
 	}
 	return repoRoot + rel, nil
@@ -381,8 +371,8 @@ func checkCompose(t *testing.T, data, dockerfile []byte) []string {
 			runPorts[ts.name] = ports[ts.name]
 		}
 	}
-	add(checkPrometheus(t, &doc, runPorts)...)
-	add(checkGrafana(t, &doc)...)
+	add(checkPrometheus(&doc, runPorts)...)
+	add(checkGrafana(&doc)...)
 	return problems
 }
 
@@ -423,15 +413,14 @@ func serviceWithImage(doc *composeFile, prefix string) (string, *composeService)
 	return "", nil
 }
 
-// binds maps each bind mount's target to its repository path ("" when it
-// is a pending file).
-func binds(t *testing.T, where string, s *composeService) (map[string]string, []string) {
+// binds maps each bind mount's target to its repository path.
+func binds(where string, s *composeService) (map[string]string, []string) {
 	out, problems := map[string]string{}, []string(nil)
 	for _, m := range s.mounts() {
 		if !isBind(m.source) {
 			continue
 		}
-		rp, pr := bindSource(t, where, m)
+		rp, pr := bindSource(where, m)
 		problems = append(problems, pr...)
 		if pr == nil {
 			out[path.Clean(m.target)] = rp
@@ -457,13 +446,13 @@ type promConfig struct {
 
 // checkPrometheus: Prometheus reads the mounted config, loads the alert
 // rules, and scrapes every `troupe run` service on its --http port.
-func checkPrometheus(t *testing.T, doc *composeFile, runPorts map[string]string) []string {
+func checkPrometheus(doc *composeFile, runPorts map[string]string) []string {
 	n, s := serviceWithImage(doc, "prom/prometheus:")
 	if s == nil {
 		return []string{"no prom/prometheus service"}
 	}
 	where := "service " + n
-	mounted, problems := binds(t, where, s)
+	mounted, problems := binds(where, s)
 	cfgPath := "/etc/prometheus/prometheus.yml"
 	for _, a := range s.Command {
 		if v, ok := strings.CutPrefix(a, "--config.file="); ok {
@@ -521,14 +510,14 @@ func checkPrometheus(t *testing.T, doc *composeFile, runPorts map[string]string)
 // checkGrafana: the data source points at the Prometheus service, and the
 // dashboard is mounted where the provisioned provider reads, using a data
 // source that exists.
-func checkGrafana(t *testing.T, doc *composeFile) []string {
+func checkGrafana(doc *composeFile) []string {
 	n, s := serviceWithImage(doc, "grafana/grafana:")
 	if s == nil {
 		return []string{"no grafana/grafana service"}
 	}
 	promName, _ := serviceWithImage(doc, "prom/prometheus:")
 	where := "service " + n
-	mounted, problems := binds(t, where, s)
+	mounted, problems := binds(where, s)
 	prov, ok := mounted["/etc/grafana/provisioning"]
 	if !ok {
 		return append(problems, where+": nothing mounted at /etc/grafana/provisioning")
@@ -662,6 +651,9 @@ func TestComposeCheckFails(t *testing.T) {
 		{"image schemas", "COPY schemas /etc/troupe/schemas", "COPY schemas /etc/troupe/avro", "TROUPE_SCHEMAS /etc/troupe/schemas is not in the image"},
 		{"state not writable", "--chown=65532:65532 /layout/var/lib/troupe", "/layout/var/lib/troupe", "is not under a directory the image's user"},
 		{"missing mount", "./deploy/prometheus/prometheus.yml:", "./deploy/prometheus/prom.yml:", "mounts ./deploy/prometheus/prom.yml, which does not exist"},
+		{"missing alerts", "./deploy/prometheus/alerts.yml:", "./deploy/prometheus/alert.yml:", "mounts ./deploy/prometheus/alert.yml, which does not exist"},
+		{"rules not mounted", "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro", "./deploy/prometheus/alerts.yml:/etc/prometheus/rules.yml:ro", "rule file /etc/prometheus/alerts.yml is not mounted"},
+		{"dashboard elsewhere", "troupe.json:/etc/grafana/dashboards/troupe.json:ro", "troupe.json:/etc/grafana/troupe.json:ro", "no dashboard .json is mounted"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

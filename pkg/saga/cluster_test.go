@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/troupehq/troupe/pkg/api"
+	"github.com/troupehq/troupe/pkg/auth"
 	"github.com/troupehq/troupe/pkg/kafka"
 	"github.com/troupehq/troupe/pkg/saga"
 	"github.com/troupehq/troupe/pkg/step"
@@ -130,7 +131,10 @@ func TestClusterOfMixedCoordinators(t *testing.T) {
 
 	// A peer that advertises its API: the stats merge; then it stops
 	// answering HTTP (its Kafka side still up): the error names it.
+	// The peer's API requires a token, which the cluster sends.
 	peerMux := api.New(prometheus.NewRegistry(), zerolog.Nop())
+	peerMux.RequireToken(auth.Tokens{Write: "peer-token-41d7"})
+	cluster.SendToken("peer-token-41d7")
 	peerSrv := httptest.NewServer(peerMux.Handler())
 	defer peerSrv.Close()
 	peerStore, _ := startPeer(t, d, saga.ClientID(peerSrv.URL))

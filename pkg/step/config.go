@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/troupehq/troupe/pkg/kafka"
 )
@@ -122,6 +123,12 @@ type Config struct {
 	// Retry is how a failing record is retried and, past its attempts,
 	// dead-lettered; the zero value is the default policy (see RetryPolicy).
 	Retry RetryPolicy
+
+	// Tracing, when set, traces the step (OpenTelemetry): each handler
+	// call is a span, child of its input's traceparent, and its outputs
+	// carry the span's (see trace.go; package tracing builds one from the
+	// OTEL_* environment). Nil, the default, traces nothing.
+	Tracing trace.TracerProvider
 
 	// Registerer gets the step's metrics; nil registers them nowhere.
 	Registerer prometheus.Registerer

@@ -313,7 +313,9 @@ func (c *cycle) runJob(j *job) {
 		base = t.ctx
 	}
 	ctx, cancel := context.WithTimeout(base, c.rt.cfg.HandlerTimeout)
+	ctx, span := c.rt.startSpan(ctx, j)
 	j.run(ctx)
+	c.rt.endSpan(span, j)
 	cancel()
 	c.rt.m.handler.Observe(time.Since(j.started).Seconds())
 	select {

@@ -31,6 +31,7 @@ type Runtime struct {
 	source string              // ce_source of what the step emits
 	topics []string            // consumed: the inputs and the retry topic
 	byName map[string]*handler // handlers by event full name
+	tr     *tracer             // nil when Config.Tracing is (trace.go)
 
 	running atomic.Bool
 	started atomic.Bool
@@ -168,6 +169,7 @@ func NewRuntime(s Definition, cfg Config) (*Runtime, error) {
 		return nil, fmt.Errorf("step %s: %w", d.group(), err)
 	}
 	rt.m = newStepMetrics(cfg.Registerer, d.app, d.name)
+	rt.tr = newTracer(cfg.Tracing, d, rt.topics, cfg)
 	return rt, nil
 }
 
@@ -380,6 +382,7 @@ func (rt *Runtime) connect() error {
 		// request in flight.
 		kgo.ProducerLinger(0),
 	)
+	opts = append(opts, rt.traceOpts()...)
 	if rt.cfg.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(rt.cfg.SessionTimeout))
 	}

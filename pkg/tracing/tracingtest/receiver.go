@@ -1,0 +1,134 @@
+// Package tracingtest is an OTLP/HTTP trace receiver for tests: an HTTP
+// server in the test process that decodes the export requests an OTLP
+// exporter sends to /v1/traces (protobuf, gzip or not) and keeps their
+// spans.
+package tracingtest
+
+import (
+	"compress/gzip"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+
+	collector "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// Span is a received span with what tests look at.
+type Span struct {
+	Name     string
+	TraceID  string // 32 hex digits
+	SpanID   string // 16 hex digits
+	ParentID string // empty for a root
+	Kind     tracepb.Span_SpanKind
+	Attrs    map[string]string // string and int attributes, as text
+	Service  string            // the resource's service.name
+	Error    bool              // status ERROR
+}
+
+// Receiver collects the spans exported to it.
+type Receiver struct {
+	srv *httptest.Server
+
+	mu       sync.Mutex
+	spans    []Span
+	requests int
+}
+
+// NewReceiver starts a receiver, closed when the test ends. Point
+// OTEL_EXPORTER_OTLP_ENDPOINT at its URL.
+func NewReceiver(t testing.TB) *Receiver {
+	r := &Receiver{}
+	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+// URL is the receiver's base URL (the exporter appends /v1/traces).
+func (r *Receiver) URL() string { return r.srv.URL }
+
+// Spans returns the spans received so far.
+func (r *Receiver) Spans() []Span {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Span(nil), r.spans...)
+}
+
+// Requests is how many export requests were decoded.
+func (r *Receiver) Requests() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.requests
+}
+
+func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
+	if req.Method != http.MethodPost || req.URL.Path != "/v1/traces" {
+		http.Error(w, "want POST /v1/traces", http.StatusNotFound)
+		return
+	}
+	var body io.Reader = req.Body
+	if req.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(req.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		body = zr
+	}
+	raw, err := io.ReadAll(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if ct := req.Header.Get("Content-Type"); ct != "application/x-protobuf" {
+		http.Error(w, "want application/x-protobuf, got "+ct, http.StatusUnsupportedMediaType)
+		return
+	}
+	var ex collector.ExportTraceServiceRequest
+	if err := proto.Unmarshal(raw, &ex); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var got []Span
+	for _, rs := range ex.GetResourceSpans() {
+		service := ""
+		for _, kv := range rs.GetResource().GetAttributes() {
+			if kv.GetKey() == "service.name" {
+				service = kv.GetValue().GetStringValue()
+			}
+		}
+		for _, ss := range rs.GetScopeSpans() {
+			for _, s := range ss.GetSpans() {
+				sp := Span{
+					Name: s.GetName(), TraceID: hex.EncodeToString(s.GetTraceId()), SpanID: hex.EncodeToString(s.GetSpanId()),
+					ParentID: hex.EncodeToString(s.GetParentSpanId()), Kind: s.GetKind(), Attrs: map[string]string{},
+					Service: service, Error: s.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR,
+				}
+				for _, kv := range s.GetAttributes() {
+					switch v := kv.GetValue().GetValue().(type) {
+					case *commonpb.AnyValue_StringValue:
+						sp.Attrs[kv.GetKey()] = v.StringValue
+					case *commonpb.AnyValue_IntValue:
+						sp.Attrs[kv.GetKey()] = strconv.FormatInt(v.IntValue, 10)
+					case *commonpb.AnyValue_BoolValue:
+						sp.Attrs[kv.GetKey()] = strconv.FormatBool(v.BoolValue)
+					}
+				}
+				got = append(got, sp)
+			}
+		}
+	}
+	r.mu.Lock()
+	r.spans = append(r.spans, got...)
+	r.requests++
+	r.mu.Unlock()
+	out, _ := proto.Marshal(&collector.ExportTraceServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	_, _ = w.Write(out)
+}

@@ -88,6 +88,7 @@ func (c *Coordinator) Step() *step.Step[Instance] { return c.def }
 
 // snapshot is what carry compares to count compensation outcomes.
 type snapshot struct {
+	started     bool
 	compensated int
 	pending     string
 }
@@ -96,7 +97,7 @@ func snap(inst *Instance) snapshot {
 	if inst == nil {
 		return snapshot{}
 	}
-	s := snapshot{compensated: len(inst.Compensated)}
+	s := snapshot{started: inst.Started(), compensated: len(inst.Compensated)}
 	if inst.Pending != nil {
 		s.pending = inst.Pending.Step
 	}
@@ -117,6 +118,9 @@ func (c *Coordinator) onEvent(sc *step.Context[Instance], typ string) error {
 	meta := sc.Meta()
 	inst, acts := c.m.OnEvent(sc.Key(), inst, Event{Type: typ, Time: sc.Time(), Now: time.Now(), Topic: sc.Topic(), Partition: sc.Partition(), Offset: sc.Offset(),
 		Source: meta.Source, ID: meta.ID, CausationID: meta.CausationID})
+	if !before.started && inst.Started() {
+		inst.TraceID = sc.TraceID() // its trigger's
+	}
 	sc.SetState(*inst)
 	if !wasStarted && inst.Started() {
 		c.met.started.WithLabelValues(c.t.App, c.t.Saga).Inc()

@@ -1,6 +1,7 @@
 package saga_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/troupehq/troupe/pkg/api"
 	"github.com/troupehq/troupe/pkg/avro"
@@ -24,6 +27,7 @@ import (
 	"github.com/troupehq/troupe/pkg/example/orders"
 	"github.com/troupehq/troupe/pkg/replay"
 	"github.com/troupehq/troupe/pkg/saga"
+	"github.com/troupehq/troupe/pkg/step"
 	"github.com/troupehq/troupe/pkg/step/steptest"
 	"github.com/troupehq/troupe/pkg/topology"
 )
@@ -653,5 +657,63 @@ func TestCoordinatorForgetsOrphansAfterTheWindow(t *testing.T) {
 	d.send("o-gone", "OrderPlaced")
 	if inst := d.instance("o-gone", saga.Running); len(inst.History) != 1 || len(inst.Orphans) != 0 {
 		t.Errorf("o-gone after its orphan was forgotten: %+v", inst)
+	}
+}
+
+// TestCoordinatorTraceID: an instance has the trace of its trigger: the
+// trigger's traceparent's, or, traced, the trace its call span is in (for
+// an untraced trigger, the one derived from the saga id, which the steps
+// use too); the API's JSON names it.
+func TestCoordinatorTraceID(t *testing.T) {
+	for _, traced := range []bool{false, true} {
+		t.Run(fmt.Sprintf("traced=%v", traced), func(t *testing.T) {
+			topo := testTopology(t)
+			serde := avro.NewSerde(steptest.NewRegistry())
+			if err := orders.Register(serde); err != nil {
+				t.Fatal(err)
+			}
+			exp := tracetest.NewInMemoryExporter()
+			opts := []steptest.Option{steptest.Partitions(topo.Partitions), steptest.Topics(topo.EndedTopic())}
+			if traced {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+				t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+				opts = append(opts, steptest.Tracing(tp))
+			}
+			c := saga.NewCoordinator(topo, serde, nil)
+			dr, err := steptest.Start(c.Step(), serde, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = dr.Close() })
+			d := &coordDriver{Driver: dr, t: t, topo: topo, store: saga.NewStore(dr.Runtime(), topo), serde: serde}
+
+			const tid = "4bf92f3577b34da6a3ce929d0e0e4736"
+			m := event.New("", "steptest", "with")
+			m.TraceParent = "00-" + tid + "-00f067aa0ba902b7-01"
+			d.sendAs("with", "OrderPlaced", m)
+			d.send("without", "OrderPlaced")
+			want := map[string]string{"with": tid, "without": ""}
+			if traced {
+				want["without"] = step.SagaSpanContext("without").TraceID().String()
+			}
+			for id, w := range want {
+				if got := d.instance(id, saga.Running).TraceID; got != w {
+					t.Errorf("instance %s: trace id %q, want %q", id, got, w)
+				}
+			}
+			b, _ := json.Marshal(d.instance("with", saga.Running))
+			if !strings.Contains(string(b), `"traceId":"`+tid+`"`) {
+				t.Errorf("instance JSON %s has no traceId %s", b, tid)
+			}
+			if traced {
+				found := false
+				for _, s := range exp.GetSpans() {
+					found = found || s.Name == topo.App+".saga."+topo.Saga+" process OrderPlaced" && s.SpanContext.TraceID().String() == tid
+				}
+				if !found {
+					t.Errorf("no span of the coordinator's call for the trigger in trace %s", tid)
+				}
+			}
+		})
 	}
 }

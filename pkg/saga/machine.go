@@ -92,6 +92,11 @@ type Instance struct {
 	StartedAt   time.Time `json:"startedAt"`
 	UpdatedAt   time.Time `json:"updatedAt"`
 	EndedAt     time.Time `json:"endedAt,omitzero"`
+	// TraceID is the OpenTelemetry trace of the saga (32 hex digits), as
+	// its trigger carried it: its traceparent's, or, with tracing on
+	// (step.Config.Tracing), the trace the coordinator put it in. Empty
+	// when neither.
+	TraceID string `json:"traceId,omitempty"`
 	// Pending is the compensation awaiting its ack, if any.
 	Pending *Pending `json:"pending,omitempty"`
 	// Queue holds the steps still to compensate after Pending, in order.

@@ -2,9 +2,7 @@ package tracing_test
 
 import (
 	"context"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -115,15 +113,9 @@ func TestExportToReceiver(t *testing.T) {
 func TestUnreachable(t *testing.T) {
 	for _, mode := range []string{"refused", "silent"} {
 		t.Run(mode, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr := ln.Addr().String()
-			if mode == "refused" {
-				ln.Close()
-			} else {
-				hold(t, ln)
+			addr := tracingtest.Refused(t)
+			if mode == "silent" {
+				addr = tracingtest.Silent(t)
 			}
 			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+addr)
 			t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "200")
@@ -170,35 +162,6 @@ func TestUnreachable(t *testing.T) {
 			}
 		})
 	}
-}
-
-// hold accepts connections on ln and never answers them, until the test
-// ends.
-func hold(t *testing.T, ln net.Listener) {
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
 }
 
 // value is the value of the counter name{reason=label} (any labels when

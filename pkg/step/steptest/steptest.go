@@ -30,6 +30,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/troupehq/troupe/pkg/event"
 	"github.com/troupehq/troupe/pkg/kafka"
@@ -51,6 +52,7 @@ type options struct {
 	saga       *step.Saga
 	registerer prometheus.Registerer
 	retry      *step.RetryPolicy
+	tracing    trace.TracerProvider
 }
 
 // Topics creates the topics the step emits to (its inputs are created
@@ -84,6 +86,12 @@ func Saga(sc step.Saga) Option {
 // Registerer registers the step's metrics with reg; default nowhere.
 func Registerer(reg prometheus.Registerer) Option {
 	return func(o *options) { o.registerer = reg }
+}
+
+// Tracing traces the step with tp (step.Config.Tracing), e.g. an SDK
+// provider with tracetest's in-memory exporter; default none.
+func Tracing(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tracing = tp }
 }
 
 // Driver is a step running on an in-process cluster.
@@ -150,6 +158,7 @@ func (d *Driver) run() error {
 		Saga:           d.opts.saga,
 		Registerer:     d.opts.registerer,
 		Retry:          d.opts.retryPolicy(),
+		Tracing:        d.opts.tracing,
 	})
 	if err != nil {
 		return err

@@ -23,6 +23,7 @@ import (
 	"github.com/troupehq/troupe/pkg/kafka"
 	"github.com/troupehq/troupe/pkg/runner"
 	"github.com/troupehq/troupe/pkg/topology"
+	"github.com/troupehq/troupe/pkg/tracing"
 )
 
 const produceLong = `Produce events from JSON: each document is encoded as Avro with the
@@ -136,7 +137,18 @@ func runProduce(cmd *cobra.Command, g *globals, f *produceFlags) error {
 			return usagef("--schema %s defines %s, not --type %s", f.schema, strings.Join(names, ""), f.typ)
 		}
 	}
-	cl, err := kafka.NewClient(ctx, g.KafkaConfig(), kgo.UnknownTopicRetries(2))
+	// Traced (OTEL_EXPORTER_OTLP_ENDPOINT set), each event starts its
+	// saga's trace.
+	tp, err := tracing.FromEnv(ctx, tracing.Options{Service: "troupe-produce", Logger: g.Log})
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(sctx)
+	}()
+	cl, err := kafka.NewClient(ctx, g.KafkaConfig(), append(tp.ProducerOpts(), kgo.UnknownTopicRetries(2))...)
 	if err != nil {
 		return err
 	}

@@ -105,6 +105,7 @@ func runCoordinator(ctx context.Context, app App, g *Globals, o RunOptions, t *t
 		ln.Close()
 		return err
 	}
+	defer env.Close()
 	if err := checkTypes(t, env.Serde); err != nil {
 		ln.Close()
 		return err

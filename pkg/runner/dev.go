@@ -156,6 +156,7 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 	if err != nil {
 		return err
 	}
+	defer env.Close()
 	var loops []func(context.Context) error
 	for _, name := range t.StepNames() {
 		gu, err := GuaranteeOf(t, "")
@@ -198,7 +199,7 @@ func Dev(ctx context.Context, app App, g *Globals, o DevOptions) error {
 
 	// The demo's orders go out at once, not after franz-go's 10 ms linger:
 	// it would add to every saga's latency.
-	producer, err := kafka.NewClient(ctx, kcfg, kgo.ProducerLinger(0))
+	producer, err := kafka.NewClient(ctx, kcfg, append(env.Tracing.ProducerOpts(), kgo.ProducerLinger(0))...)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/troupehq/troupe/pkg/step"
 	"github.com/troupehq/troupe/pkg/suggest"
 	"github.com/troupehq/troupe/pkg/topology"
+	"github.com/troupehq/troupe/pkg/tracing"
 )
 
 // App is a program's steps: what Main and `troupe run` run.
@@ -47,6 +48,9 @@ type Env struct {
 	Log     zerolog.Logger
 	// Registry is the Serde's registry client.
 	Registry *avro.RegistryClient
+	// Tracing traces every step and coordinator of the env when the
+	// OTEL_* environment asks for it (package tracing); nil: off.
+	Tracing *tracing.Provider
 }
 
 // NewEnv builds an Env: a registry client for registryURL (with regOpts:
@@ -64,7 +68,23 @@ func NewEnv(app App, kcfg kafka.Config, registryURL, version string, log zerolog
 		}
 	}
 	reg := metrics.NewRegistry(version)
-	return &Env{Kafka: kcfg, Serde: serde, Metrics: reg, Server: api.New(reg, log), Log: log, Registry: rc}, nil
+	tp, err := tracing.FromEnv(context.Background(), tracing.Options{Registerer: reg, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	if tp != nil {
+		log.Info().Str("endpoint", tracing.Endpoint(nil)).Msg("tracing on: spans go to the OTLP collector")
+	}
+	return &Env{Kafka: kcfg, Serde: serde, Metrics: reg, Server: api.New(reg, log), Log: log, Registry: rc, Tracing: tp}, nil
+}
+
+// Close exports the spans still queued (5 s at most) and stops tracing.
+func (e *Env) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.Tracing.Shutdown(ctx); err != nil {
+		e.Log.Warn().Err(err).Msg("spans still queued at exit were dropped")
+	}
 }
 
 // StepOptions say how to run one step.
@@ -111,6 +131,7 @@ func (e *Env) stepConfig(o StepOptions) step.Config {
 		HandlerTimeout: o.HandlerTimeout,
 		Registerer:     e.Metrics,
 		Logger:         e.Log,
+		Tracing:        e.Tracing.TracerProvider(),
 	}
 }
 
@@ -199,6 +220,7 @@ func Run(ctx context.Context, app App, g *Globals, o RunOptions) error {
 	if err := checkTypes(t, env.Serde); err != nil {
 		return err
 	}
+	defer env.Close()
 	rt, err := env.NewStep(t, def, o.Step, StepOptions{StateDir: dir, Guarantee: g2, Concurrency: o.Concurrency, HandlerTimeout: o.HandlerTimeout})
 	if err != nil {
 		return err

@@ -316,12 +316,12 @@ func TestTraceUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Tracing = p.TracerProvider()
-	const n, instances = 1000, 50
+	const n, instances = 500, 50
 	e.produce(0, n, instances)
 	t0 := time.Now()
 	r := start(t, countStep(e.app), cfg)
-	// Had a span's End waited for the exporter, the ~3,000 spans (receive,
-	// process, publish per input) would take 225 s: 4 per 300 ms export.
+	// Had a span's End waited for the exporter, the ~1,500 spans (receive,
+	// process, publish per input) would take 110 s: 4 per 300 ms export.
 	deadline := time.Now().Add(60 * time.Second)
 	for counterValue(t, r.rt.m.processed) < n && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)

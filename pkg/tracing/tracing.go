@@ -126,7 +126,7 @@ func FromEnv(ctx context.Context, o Options) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trace resource (check OTEL_RESOURCE_ATTRIBUTES): %w", err)
 	}
-	b := newBatcher(exp, bo, newMetrics(o.Registerer), o.Logger, endpoint(getenv))
+	b := newBatcher(exp, bo, newMetrics(o.Registerer), o.Logger, Endpoint(getenv))
 	return &Provider{b: b, tp: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(b), sdktrace.WithResource(res))}, nil
 }
 
@@ -148,8 +148,12 @@ func checkEnv(getenv func(string) string) error {
 	return errors.Join(errs...)
 }
 
-// endpoint names the collector in log lines.
-func endpoint(getenv func(string) string) string {
+// Endpoint is the collector the environment names (getenv nil:
+// os.Getenv), for log lines.
+func Endpoint(getenv func(string) string) string {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
 	if e := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"); e != "" {
 		return e
 	}

@@ -177,6 +177,7 @@ async function loadDetail() {
     el("dt", { text: "ended" }), el("dd", { text: inst.endedAt || "—" }));
   if (inst.error) facts.append(el("dt", { text: "error" }), el("dd", { class: "warn", text: inst.error }));
   if (inst.pending) facts.append(el("dt", { text: "compensating" }), el("dd", { text: `${inst.pending.step} (attempt ${inst.pending.attempts})` }));
+  if (inst.traceId) facts.append(el("dt", { text: "trace" }), el("dd", {}, el("code", { class: "trace-id", text: inst.traceId })));
   const parts = [el("h2", {}, "Saga ", el("code", { text: inst.id })), facts];
 
   const dead = inst.deadLetters || [];

@@ -1,10 +1,12 @@
 package registry_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +25,8 @@ import (
 func TestAuth(t *testing.T) {
 	const write, read = "write-4c1f0b7d2a", "read-9e3a6d5c8b"
 	c := newCluster(t)
-	srv, err := registry.New(registry.Config{Kafka: kafka.Config{Brokers: c.ListenAddrs()}, Auth: auth.Tokens{Write: write, Read: read}}, zerolog.Nop())
+	var logs syncBuf
+	srv, err := registry.New(registry.Config{Kafka: kafka.Config{Brokers: c.ListenAddrs()}, Auth: auth.Tokens{Write: write, Read: read}}, zerolog.New(&logs).Level(zerolog.DebugLevel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,4 +93,25 @@ func TestAuth(t *testing.T) {
 	refused("delete with the read token", err, 403, 40301)
 	res := ro.SetCompatibility(ctx, sr.SetCompatibility{Level: sr.CompatNone})
 	refused("set compatibility with the read token", res[0].Err, 403, 40301)
+	if l := logs.String(); strings.Contains(l, write) || strings.Contains(l, read) {
+		t.Errorf("the registry logs a token:\n%s", l)
+	}
+}
+
+// syncBuf is a bytes.Buffer for a logger that other goroutines write to.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -30,7 +30,11 @@ type composeFile struct {
 	XTroupe  any                        `yaml:"x-troupe"`
 	XStep    any                        `yaml:"x-step"`
 	Services map[string]*composeService `yaml:"services"`
-	Volumes  map[string]any             `yaml:"volumes"`
+	Secrets  map[string]struct {
+		Environment string `yaml:"environment"`
+		File        string `yaml:"file"`
+	} `yaml:"secrets"`
+	Volumes map[string]any `yaml:"volumes"`
 }
 
 type composeService struct {
@@ -44,6 +48,7 @@ type composeService struct {
 	DependsOn       yaml.Node         `yaml:"depends_on"`
 	Healthcheck     *composeHealth    `yaml:"healthcheck"`
 	Deploy          struct{ Replicas int }
+	Secrets         []string `yaml:"secrets"`
 	Profiles        []string `yaml:"profiles"`
 	Restart         string   `yaml:"restart"`
 	StopGracePeriod string   `yaml:"stop_grace_period"`
@@ -248,6 +253,33 @@ func checkCompose(t *testing.T, data, dockerfile []byte) []string {
 				add(fmt.Sprintf("%s: %d replicas share the named volume %s for --state-dir (each process needs its own): use an anonymous volume", where, s.Deploy.Replicas, on.source))
 			}
 		}
+	}
+	// The token: servers beyond loopback need it, their clients send it.
+	serverHasToken := false
+	for _, ts := range svcs {
+		if ts.p != nil && serves(ts.p) != "" && (ts.env["TROUPE_AUTH_TOKEN_FILE"] != "" || ts.env["TROUPE_AUTH_TOKEN"] != "") {
+			serverHasToken = true
+		}
+	}
+	for _, ts := range svcs {
+		hasFile := func(p string) bool {
+			for _, sec := range ts.s.Secrets {
+				if _, declared := doc.Secrets[sec]; declared && p == "/run/secrets/"+sec {
+					return true
+				}
+			}
+			return false
+		}
+		for _, sec := range ts.s.Secrets {
+			if _, ok := doc.Secrets[sec]; !ok {
+				add(fmt.Sprintf("service %s: secret %s is not declared under secrets:", ts.name, sec))
+			}
+		}
+		p := ts.p
+		if p == nil { // the cli: check it as a client
+			p = &parsed{cmd: newRootCmd(), flags: newRootCmd().PersistentFlags()}
+		}
+		add(checkAuth("service "+ts.name, p, ts.env, hasFile, serverHasToken)...)
 	}
 	for _, ts := range svcs {
 		for _, m := range ts.s.mounts() {
@@ -650,6 +682,9 @@ func TestComposeCheckFails(t *testing.T) {
 		{"image root", "USER 65532:65532", "USER root", "run as non-root"},
 		{"image schemas", "COPY schemas /etc/troupe/schemas", "COPY schemas /etc/troupe/avro", "TROUPE_SCHEMAS /etc/troupe/schemas is not in the image"},
 		{"state not writable", "--chown=65532:65532 /layout/var/lib/troupe", "/layout/var/lib/troupe", "is not under a directory the image's user"},
+		{"no token", "    TROUPE_AUTH_TOKEN_FILE: /run/secrets/troupe-token\n", "", "serves the schema registry on 0.0.0.0 without a token"},
+		{"secret not mounted", "  secrets: [troupe-token]\n", "", "the token file /run/secrets/troupe-token is not mounted from a secret"},
+		{"secret undeclared", "secrets:\n  troupe-token:\n    environment: TROUPE_TOKEN\n", "", "secret troupe-token is not declared"},
 		{"missing mount", "./deploy/prometheus/prometheus.yml:", "./deploy/prometheus/prom.yml:", "mounts ./deploy/prometheus/prom.yml, which does not exist"},
 		{"missing alerts", "./deploy/prometheus/alerts.yml:", "./deploy/prometheus/alert.yml:", "mounts ./deploy/prometheus/alert.yml, which does not exist"},
 		{"rules not mounted", "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro", "./deploy/prometheus/alerts.yml:/etc/prometheus/rules.yml:ro", "rule file /etc/prometheus/alerts.yml is not mounted"},

@@ -332,3 +332,43 @@ func httpPort(p *parsed) (host, port string) {
 	}
 	return "", ""
 }
+
+// serves is what p serves beyond its metrics: "the schema registry" or
+// "the saga API", or "".
+func serves(p *parsed) string {
+	switch {
+	case p.cmd.Name() == "registry":
+		return "the schema registry"
+	case p.cmd.Name() == "run":
+		if c, _ := p.value("coordinator"); c != "" {
+			return "the saga API"
+		}
+	}
+	return ""
+}
+
+// checkAuth: a server beyond loopback has troupe's token (or --insecure),
+// as the binary requires at start (auth.CheckListen); a token file is one
+// the deployment mounts (hasFile); a client of a server with a token has it.
+func checkAuth(where string, p *parsed, env map[string]string, hasFile func(string) bool, serverHasToken bool) []string {
+	var problems []string
+	file, tok := env["TROUPE_AUTH_TOKEN_FILE"], env["TROUPE_AUTH_TOKEN"]
+	if v, _ := p.value("auth-token-file"); v != "" {
+		file = v
+	}
+	if file != "" && !hasFile(file) {
+		problems = append(problems, fmt.Sprintf("%s: the token file %s is not mounted from a secret", where, file))
+	}
+	hasToken := file != "" || tok != ""
+	if what := serves(p); what != "" {
+		host, _ := httpPort(p)
+		insecure, _ := p.value("insecure")
+		if !hasToken && insecure != "true" && host != "127.0.0.1" && host != "localhost" {
+			problems = append(problems, fmt.Sprintf("%s: serves %s on %s without a token: troupe refuses to start; give it TROUPE_AUTH_TOKEN_FILE from a secret", where, what, host))
+		}
+	}
+	if serverHasToken && !hasToken {
+		problems = append(problems, fmt.Sprintf("%s: the registry and the saga API require a token, and this service has none (TROUPE_AUTH_TOKEN_FILE)", where))
+	}
+	return problems
+}

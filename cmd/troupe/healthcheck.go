@@ -12,7 +12,7 @@ import (
 
 // newHealthcheckCmd is the container health check of an image without curl
 // (deploy/Dockerfile's is distroless): GET a URL, exit 0 on a 2xx answer.
-func newHealthcheckCmd() *cobra.Command {
+func newHealthcheckCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "healthcheck URL",
@@ -21,7 +21,8 @@ func newHealthcheckCmd() *cobra.Command {
 status and the start of the body. For health checks in images that have no
 curl, such as troupe's distroless image: a step's or coordinator's /readyz
 (503 while it joins its group or restores state), or the registry's / (503
-until it has read its topic).`,
+until it has read its topic). With troupe's token set (--auth-token-file or
+TROUPE_AUTH_TOKEN) it sends it, as the registry behind a token requires.`,
 		Example: `  troupe healthcheck http://127.0.0.1:8090/readyz
   troupe healthcheck http://127.0.0.1:8081/`,
 		Args: exactArgs(1, "the URL to GET"),
@@ -32,6 +33,9 @@ until it has read its topic).`,
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 			if err != nil {
 				return usagef("healthcheck %q: %v (give a URL such as http://127.0.0.1:8090/readyz)", args[0], err)
+			}
+			if tok := g.AuthToken(); tok != "" {
+				req.Header.Set("Authorization", "Bearer "+tok)
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {

@@ -66,6 +66,9 @@ type k8sContainer struct {
 }
 
 type k8sProbe struct {
+	Exec *struct {
+		Command []string `yaml:"command"`
+	} `yaml:"exec"`
 	HTTPGet *struct {
 		Path string `yaml:"path"`
 		Port any    `yaml:"port"`
@@ -78,7 +81,10 @@ type k8sPodSpec struct {
 	Volumes                       []struct {
 		Name      string                 `yaml:"name"`
 		ConfigMap *struct{ Name string } `yaml:"configMap"`
-		EmptyDir  any                    `yaml:"emptyDir"`
+		Secret    *struct {
+			SecretName string `yaml:"secretName"`
+		} `yaml:"secret"`
+		EmptyDir any `yaml:"emptyDir"`
 	} `yaml:"volumes"`
 }
 
@@ -178,6 +184,13 @@ func checkKubernetes(t *testing.T, dir string, dockerfile []byte) []string {
 
 	runs := 0
 	setup := false
+	type authCheck struct {
+		where   string
+		p       *parsed
+		env     map[string]string
+		secrets []string // mount paths of secret volumes
+	}
+	var auths []authCheck
 	for _, r := range k.Resources {
 		for _, o := range decodeK8sFile(t, filepath.Join(base, r)) {
 			if o.Kind != "Deployment" && o.Kind != "Job" {
@@ -205,6 +218,7 @@ func checkKubernetes(t *testing.T, dir string, dockerfile []byte) []string {
 				for i, v := range spec.Volumes {
 					vols[v.Name] = i
 				}
+				var secretMounts []string
 				for _, m := range c.VolumeMounts {
 					i, ok := vols[m.Name]
 					if !ok {
@@ -212,6 +226,9 @@ func checkKubernetes(t *testing.T, dir string, dockerfile []byte) []string {
 					}
 					v := spec.Volumes[i]
 					mp := path.Clean(m.MountPath)
+					if v.Secret != nil {
+						secretMounts = append(secretMounts, mp)
+					}
 					delete(pod.copies, mp)
 					switch {
 					case v.ConfigMap != nil && cmDirs[v.ConfigMap.Name] != "":
@@ -252,6 +269,17 @@ func checkKubernetes(t *testing.T, dir string, dockerfile []byte) []string {
 					continue
 				}
 				add(checkPaths(inv, p, &pod)...)
+				auths = append(auths, authCheck{where, p, env, secretMounts})
+				for what, pr := range map[string]*k8sProbe{"readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe} {
+					if pr == nil || pr.Exec == nil || len(pr.Exec.Command) < 2 || pr.Exec.Command[0] != img.entry[0] {
+						continue
+					}
+					hp, pr := parseInvocation(t, invocation{where: where + " " + what, args: pr.Exec.Command[1:], env: env}, allEnv)
+					add(pr...)
+					if _, port := httpPort(p); hp != nil && hp.cmd.Name() == "healthcheck" && !strings.Contains(hp.flags.Arg(0), "127.0.0.1:"+port+"/") {
+						add(fmt.Sprintf("%s: %s GETs %s, but the container listens on port %s", where, what, hp.flags.Arg(0), port))
+					}
+				}
 				switch strings.TrimPrefix(p.cmd.CommandPath(), "troupe ") {
 				case "topics apply":
 					if d, _ := p.value("register-schemas"); d != "" && o.Kind == "Job" {
@@ -263,6 +291,23 @@ func checkKubernetes(t *testing.T, dir string, dockerfile []byte) []string {
 				}
 			}
 		}
+	}
+	serverHasToken := false
+	for _, a := range auths {
+		if serves(a.p) != "" && (a.env["TROUPE_AUTH_TOKEN_FILE"] != "" || a.env["TROUPE_AUTH_TOKEN"] != "") {
+			serverHasToken = true
+		}
+	}
+	for _, a := range auths {
+		hasFile := func(f string) bool {
+			for _, m := range a.secrets {
+				if strings.HasPrefix(f, m+"/") {
+					return true
+				}
+			}
+			return false
+		}
+		add(checkAuth(a.where, a.p, a.env, hasFile, serverHasToken)...)
 	}
 	if runs != 4 {
 		add(fmt.Sprintf("%d troupe run containers in the base, want 4 (payment, inventory, shipping, the coordinator)", runs))
@@ -341,6 +386,10 @@ func TestKubernetesCheckFails(t *testing.T) {
 		{"state not writable", "base/payment.yaml", `"--state-dir", "/var/lib/troupe/state"`, `"--state-dir", "/srv/state"`, "--state-dir /srv/state is not under a directory"},
 		{"topology copy", "base/topology/orders.yaml", "partitions: 8", "partitions: 4", "differs from topology/orders.yaml"},
 		{"strimzi stale", "strimzi/kafkatopics.yaml", "partitions: 8", "partitions: 4", "regenerate it"},
+		{"no token", "base/kustomization.yaml", "      - TROUPE_AUTH_TOKEN_FILE=/run/secrets/troupe/token\n", "", "serves the schema registry on 0.0.0.0 without a token"},
+		{"token not mounted", "base/shipping.yaml", "            - {name: auth, mountPath: /run/secrets/troupe, readOnly: true}\n", "", "the token file /run/secrets/troupe/token is not mounted from a secret"},
+		{"probe flag", "base/registry.yaml", `"healthcheck", "http://127.0.0.1:8081/"`, `"healthcheck", "--retries", "3", "http://127.0.0.1:8081/"`, "unknown flag: --retries"},
+		{"exec probe port", "base/registry.yaml", `"http://127.0.0.1:8081/"`, `"http://127.0.0.1:8082/"`, "readinessProbe GETs http://127.0.0.1:8082/"},
 		{"no setup", "base/setup-job.yaml", `"--register-schemas", "/etc/troupe/schemas"`, `"--register-schemas", ""`, "no Job runs troupe topics apply --register-schemas"},
 	}
 	for _, c := range cases {

@@ -92,6 +92,12 @@ func TestHealthcheck(t *testing.T) {
 	var status atomic.Int32
 	status.Store(http.StatusServiceUnavailable)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token" {
+			if r.Header.Get("Authorization") != "Bearer s3cret" {
+				w.WriteHeader(http.StatusUnauthorized)
+			}
+			return
+		}
 		if r.URL.Path != "/readyz" {
 			http.NotFound(w, r)
 			return
@@ -107,6 +113,13 @@ func TestHealthcheck(t *testing.T) {
 	status.Store(http.StatusOK)
 	if out, code := runCLI(t, "healthcheck", strings.TrimPrefix(hs.URL, "http://")+"/readyz"); code != exitOK {
 		t.Errorf("healthcheck of a 200 (host:port/path): exit %d, %q", code, out)
+	}
+	if out, code := runCLI(t, "healthcheck", hs.URL+"/token"); code != exitFailure || !strings.Contains(out, "401") {
+		t.Errorf("healthcheck without the token: exit %d, %q; want 1 with the 401", code, out)
+	}
+	t.Setenv("TROUPE_AUTH_TOKEN", "s3cret")
+	if out, code := runCLI(t, "healthcheck", hs.URL+"/token"); code != exitOK {
+		t.Errorf("healthcheck with TROUPE_AUTH_TOKEN: exit %d, %q; want 0 (the token sent as a bearer token)", code, out)
 	}
 	if out, code := runCLI(t, "healthcheck"); code != exitUsage {
 		t.Errorf("healthcheck without a URL: exit %d, %q; want 2", code, out)

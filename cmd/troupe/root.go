@@ -60,7 +60,7 @@ func newRootCmd() *cobra.Command {
 		newRunCmd(g),
 		newDLQCmd(g), newReplayCmd(g),
 		newSchemasCmd(g), newProduceCmd(g), newTailCmd(g), newRegistryCmd(g),
-		newStateCmd(g), newHealthcheckCmd(),
+		newStateCmd(g), newHealthcheckCmd(g),
 	)
 	guardParents(root)
 	return root

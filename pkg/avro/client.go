@@ -2,10 +2,12 @@ package avro
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 
+	havro "github.com/hamba/avro/v2"
 	"github.com/twmb/franz-go/pkg/sr"
 )
 
@@ -86,7 +88,9 @@ func (c *RegistryClient) Lookup(ctx context.Context, subject, schema string) (in
 }
 
 // SchemaByID returns the text of the schema with the id, from the cache when
-// it was seen before.
+// it was seen before. A schema with references (named types that other
+// subjects' versions define) comes back whole: the types it references are
+// inlined, so that the text alone decodes what was written with it.
 func (c *RegistryClient) SchemaByID(ctx context.Context, id int) (string, error) {
 	c.mu.RLock()
 	s, ok := c.byID[id]
@@ -101,8 +105,74 @@ func (c *RegistryClient) SchemaByID(ctx context.Context, id int) (string, error)
 	if sch.Type != sr.TypeAvro {
 		return "", fmt.Errorf("schema id %d is %s, not Avro: %w", id, sch.Type, ErrUnknownSchema)
 	}
-	c.remember(id, sch.Schema)
-	return sch.Schema, nil
+	text := sch.Schema
+	if len(sch.References) > 0 {
+		if text, err = c.inline(ctx, sch); err != nil {
+			return "", fmt.Errorf("schema id %d: %w", id, err)
+		}
+	}
+	c.remember(id, text)
+	return text, nil
+}
+
+// maxReferenceDepth bounds how deeply references may refer to further ones.
+const maxReferenceDepth = 32
+
+// inline parses s after the versions it references (each after those it
+// references in turn, each once) into one cache, and returns s's full form,
+// with the referenced types defined in it.
+func (c *RegistryClient) inline(ctx context.Context, s sr.Schema) (string, error) {
+	cache := &havro.SchemaCache{}
+	seen := map[sr.SchemaReference]bool{}
+	// A referenced version may be soft-deleted: data written with it stays.
+	ctx = sr.WithParams(ctx, sr.ShowDeleted)
+	var load func(refs []sr.SchemaReference, depth int) error
+	load = func(refs []sr.SchemaReference, depth int) error {
+		if depth > maxReferenceDepth {
+			return fmt.Errorf("its references nest more than %d deep", maxReferenceDepth)
+		}
+		for _, r := range refs {
+			if seen[r] {
+				continue
+			}
+			seen[r] = true
+			ss, err := c.cl.SchemaByVersion(ctx, r.Subject, r.Version)
+			if err != nil {
+				return c.wrap(ctx, fmt.Sprintf("get version %d of subject %s, which it references", r.Version, r.Subject), err)
+			}
+			if err := load(ss.References, depth+1); err != nil {
+				return err
+			}
+			if _, err := parseInto(ss.Schema.Schema, cache); err != nil {
+				return fmt.Errorf("version %d of subject %s, which it references: %w", r.Version, r.Subject, err)
+			}
+		}
+		return nil
+	}
+	if err := load(s.References, 0); err != nil {
+		return "", err
+	}
+	full, err := parseInto(s.Schema, cache)
+	if err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(full)
+	if err != nil {
+		return "", fmt.Errorf("render it with its references inlined: %w", err)
+	}
+	return string(b), nil
+}
+
+// parseInto parses text into cache, where the types of the schemas parsed
+// before are known, turning a panic of the parser into an error as
+// ParseSchema does.
+func parseInto(text string, cache *havro.SchemaCache) (sch havro.Schema, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			sch, err = nil, fmt.Errorf("avro: the schema parser failed on it (%v); check its unions, defaults and names", p)
+		}
+	}()
+	return havro.ParseWithCache(text, "", cache)
 }
 
 // Latest returns the id and text of the latest version under subject.

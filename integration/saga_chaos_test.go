@@ -155,16 +155,23 @@ type selfExit struct {
 	why  string
 }
 
-// maxSelfExits bounds the restarts of processes that exit on their own: a
-// process that keeps exiting fails the test.
-const maxSelfExits = 5
+// maxSelfExits bounds the restarts of each replica that exits on its own: one
+// that keeps exiting fails the test. (A broker killed under load once made
+// 6 of 8 processes exit, each once.)
+const maxSelfExits = 3
 
 // restartExited restarts a process of d that exited on its own, as the
 // deployments do (compose: restart unless-stopped; Kubernetes: a
 // Deployment), and notes why it exited. The test does not fail for it: the
 // verifier judges what the exit cost; the report lists it.
 func (d *chaosDeploy) restartExited(p *troupeProc) bool {
-	if len(d.exits) >= maxSelfExits {
+	n := 0
+	for _, x := range d.exits {
+		if x.name == p.name {
+			n++
+		}
+	}
+	if n >= maxSelfExits {
 		return false
 	}
 	for step, ps := range d.procs {

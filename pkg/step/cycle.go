@@ -165,6 +165,7 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 				rt.produceOK()
 			}
 		}
+		rt.m.committed(committed && prodErr == nil)
 		if !committed || prodErr != nil {
 			// The session rewound the consumer to where it had polled at
 			// the last commit: what that commit carried over lies before
@@ -255,6 +256,7 @@ func (rt *Runtime) runAtLeastOnce(ctx context.Context) error {
 		if err == nil {
 			err = c.commitAtLeastOnce()
 		}
+		rt.m.committed(err == nil)
 		c.txn.Discard()
 		if err == nil {
 			c.rewindFetch()

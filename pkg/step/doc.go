@@ -93,7 +93,9 @@
 // handler_seconds, commit_seconds, transaction_aborts_total,
 // restore_records_total, restore_seconds_total, restoring_partitions,
 // timers_fired_total, consumer_lag{topic,partition}, retries_total,
-// dead_letters_total, parked_events, instances_expired_total. Each dead
-// letter is one error log line with its saga, topic, partition, offset and
-// error.
+// dead_letters_total, parked_events, instances_expired_total. The counters
+// of work (events, timers, dead letters, expiries) count what an interval
+// committed, so an aborted interval's records, handled again, count once.
+// Each dead letter is one error log line with its saga, topic, partition,
+// offset and error.
 package step

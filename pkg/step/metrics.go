@@ -40,17 +40,52 @@ type stepMetrics struct {
 	restoreRecords prometheus.Counter
 	restoreSeconds prometheus.Counter
 	restoring      prometheus.Gauge
-	timers         prometheus.Counter
-	expired        prometheus.Counter
+	timers         *intervalCounter
+	expired        *intervalCounter
 	lag            *prometheus.GaugeVec
 
-	processed, duplicate, ignored, failed prometheus.Counter
+	processed, duplicate, ignored, failed *intervalCounter
 	// withoutID counts events that arrived without a ce_id header.
-	withoutID prometheus.Counter
-	// Retries and dead letters (retry.go, park.go).
-	retries, deadLetters, parkedEvents prometheus.Counter
-	parked                             prometheus.Gauge
-	app, step                          string
+	withoutID *intervalCounter
+	// Retries count attempts as they happen; dead letters and parked
+	// events what an interval committed (retry.go, park.go).
+	retries                   prometheus.Counter
+	deadLetters, parkedEvents *intervalCounter
+	parked                    prometheus.Gauge
+	// counted are the interval counters, and outcomes the interval's
+	// counts of the other outcomes (moved, misplaced, orphan).
+	counted   []*intervalCounter
+	outcomes  map[string]float64
+	app, step string
+}
+
+// intervalCounter is a counter of the work of a commit interval: its
+// increments wait for the interval to commit, and are dropped if it does
+// not (an aborted interval's records are handled again, and counted then),
+// so that the series count what was done once. Loop only.
+type intervalCounter struct {
+	prometheus.Counter
+	n float64
+}
+
+// Inc counts one, once the interval commits.
+func (c *intervalCounter) Inc() { c.n++ }
+
+// committed adds the interval's counts to the series (the interval
+// committed) or drops them.
+func (m *stepMetrics) committed(ok bool) {
+	for _, c := range m.counted {
+		if ok && c.n > 0 {
+			c.Counter.Add(c.n)
+		}
+		c.n = 0
+	}
+	for outcome, n := range m.outcomes {
+		if ok {
+			m.events.WithLabelValues(m.app, m.step, outcome).Add(n)
+		}
+		delete(m.outcomes, outcome)
+	}
 }
 
 func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
@@ -118,8 +153,9 @@ func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
 		Help: "Input events without a ce_id header: their id is derived from their place, so a redelivery is dropped but a producer's retry (a second record) is not recognised.",
 	}, labels))
 
+	counted := func(c prometheus.Counter) *intervalCounter { return &intervalCounter{Counter: c} }
 	m := &stepMetrics{
-		withoutID:      withoutID.WithLabelValues(app, step),
+		withoutID:      counted(withoutID.WithLabelValues(app, step)),
 		events:         events,
 		handler:        handler.WithLabelValues(app, step),
 		commit:         commit.WithLabelValues(app, step),
@@ -127,20 +163,23 @@ func newStepMetrics(reg prometheus.Registerer, app, step string) *stepMetrics {
 		restoreRecords: restoreRecords.WithLabelValues(app, step),
 		restoreSeconds: restoreSeconds.WithLabelValues(app, step),
 		restoring:      restoring.WithLabelValues(app, step),
-		timers:         timers.WithLabelValues(app, step),
-		expired:        expired.WithLabelValues(app, step),
+		timers:         counted(timers.WithLabelValues(app, step)),
+		expired:        counted(expired.WithLabelValues(app, step)),
 		lag:            lag,
 		retries:        retries.WithLabelValues(app, step),
-		deadLetters:    deadLetters.WithLabelValues(app, step),
+		deadLetters:    counted(deadLetters.WithLabelValues(app, step)),
 		parked:         parked.WithLabelValues(app, step),
+		outcomes:       make(map[string]float64),
 		app:            app,
 		step:           step,
 	}
-	m.processed = events.WithLabelValues(app, step, OutcomeProcessed)
-	m.duplicate = events.WithLabelValues(app, step, OutcomeDuplicate)
-	m.ignored = events.WithLabelValues(app, step, OutcomeIgnored)
-	m.failed = events.WithLabelValues(app, step, OutcomeError)
-	m.parkedEvents = events.WithLabelValues(app, step, OutcomeParked)
+	m.processed = counted(events.WithLabelValues(app, step, OutcomeProcessed))
+	m.duplicate = counted(events.WithLabelValues(app, step, OutcomeDuplicate))
+	m.ignored = counted(events.WithLabelValues(app, step, OutcomeIgnored))
+	m.failed = counted(events.WithLabelValues(app, step, OutcomeError))
+	m.parkedEvents = counted(events.WithLabelValues(app, step, OutcomeParked))
+	m.counted = []*intervalCounter{m.processed, m.duplicate, m.ignored, m.failed, m.parkedEvents,
+		m.withoutID, m.deadLetters, m.timers, m.expired}
 	return m
 }
 

@@ -353,7 +353,13 @@ func (c *cycle) fail(j *job, err error) error {
 		return nil
 	}
 	delete(t.retry.attempts, place)
-	rt.m.failed.Inc()
+	if fv.kind == failStop {
+		// The partition stops whether or not the interval commits (under
+		// exactly-once it does not): counted now.
+		rt.m.failed.Counter.Inc()
+	} else {
+		rt.m.failed.Inc() // dead-lettered: counted once the dead letter commits
+	}
 	re := &RecordError{Step: rt.def.group(), Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Instance: j.id, Attempts: attempt, Err: err}
 	if fv.kind == failStop {
 		rt.log.Error().Err(err).Str(logging.FieldSaga, j.id).Str(logging.FieldTopic, r.Topic).

@@ -279,5 +279,5 @@ func (c *cycle) ack(cl *call) error {
 }
 
 func (c *cycle) count(outcome string) {
-	c.rt.m.events.WithLabelValues(c.rt.m.app, c.rt.m.step, outcome).Inc()
+	c.rt.m.outcomes[outcome]++ // added once the interval commits (stepMetrics.committed)
 }

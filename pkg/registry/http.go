@@ -556,9 +556,9 @@ func (s *Server) lookup(r *http.Request) (any, error) {
 	return s.show(name, v), nil
 }
 
-// readOnly refuses a write to subject name (all subjects: "") in a
+// writable refuses a write to subject name (all subjects: "") in a
 // read-only mode. The caller holds s.mu.
-func (s *Server) readOnly(name string) error {
+func (s *Server) writable(name string) error {
 	if m := s.st.modeOf(name); m == ReadOnly || m == ReadOnlyOverride {
 		return errNotPermitted(fmt.Sprintf("Subject %s is in %s mode (GET /mode/%s?defaultToGlobal=true; PUT /mode or /mode/%s {\"mode\":\"READWRITE\"} allows writes again)", quote(name), m, quote(name), quote(name)))
 	}
@@ -578,7 +578,7 @@ func (s *Server) deleteSubject(r *http.Request) (any, error) {
 	s.mu.RLock()
 	sub := s.st.subjects[name]
 	live := sub.live()
-	err := s.readOnly(name)
+	err := s.writable(name)
 	switch {
 	case err != nil:
 	case !permanent && len(live) == 0:
@@ -645,7 +645,7 @@ func (s *Server) deleteVersion(r *http.Request) (any, error) {
 	case !permanent && v.deleted:
 		err = errVersionSoftDeleted(name, v.version)
 	default:
-		if err = s.readOnly(name); err != nil {
+		if err = s.writable(name); err != nil {
 			break
 		}
 		if ids := s.st.referrers(name, v.version, permanent); len(ids) > 0 {

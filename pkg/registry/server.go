@@ -453,7 +453,7 @@ func (s *Server) register(ctx context.Context, subject string, req schemaRequest
 // s.mu.
 func (s *Server) propose(subject string, req schemaRequest) (p schemaValue, c *stored, done bool, err error) {
 	mode := s.st.modeOf(subject)
-	if err := s.readOnly(subject); err != nil {
+	if err := s.writable(subject); err != nil {
 		return p, nil, false, err
 	}
 	if (req.ID > 0 || req.Version > 0) && mode != Import {

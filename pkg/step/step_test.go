@@ -551,28 +551,37 @@ func (e *env) rewind(group string) {
 	}
 }
 
+// countThenRewind counts n ticks over instances with a step on dir, stops
+// it, and rewinds its group to the start, so that a restart is redelivered
+// everything. It returns the step's config, for the restart.
+func (e *env) countThenRewind(dir string, g Guarantee, n, instances int) Config {
+	e.t.Helper()
+	cfg := e.config(dir, g)
+	cfg.GroupProtocol = GroupProtocolClassic
+	e.produce(0, n, instances)
+	r := start(e.t, countStep(e.app), cfg)
+	e.counted(n, 10*time.Second)
+	if err := r.stop(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.rewind(e.app + ".count")
+	return cfg
+}
+
 func TestRedeliveryDroppedByAppliedOffsets(t *testing.T) {
 	for _, lostDisk := range []bool{false, true} {
 		t.Run(fmt.Sprintf("lost disk %v", lostDisk), func(t *testing.T) {
 			const n, instances = 400, 10
 			e := newEnv(t, 2)
 			dir := t.TempDir()
-			cfg := e.config(dir, AtLeastOnce)
-			cfg.GroupProtocol = GroupProtocolClassic
-			e.produce(0, n, instances)
-			r := start(t, countStep(e.app), cfg)
-			e.counted(n, 10*time.Second)
-			if err := r.stop(); err != nil {
-				t.Fatal(err)
-			}
-			e.rewind(e.app + ".count")
+			cfg := e.countThenRewind(dir, AtLeastOnce, n, instances)
 			if lostDisk {
 				if err := os.RemoveAll(dir); err != nil {
 					t.Fatal(err)
 				}
 			}
 			cfg.Registerer = prometheus.NewRegistry()
-			r = start(t, countStep(e.app), cfg)
+			r := start(t, countStep(e.app), cfg)
 			r.waitActive(t, 2, 10*time.Second)
 			deadline := time.Now().Add(10 * time.Second)
 			for counterValue(t, r.rt.m.duplicate) < n && time.Now().Before(deadline) {
@@ -605,15 +614,7 @@ func TestRedeliveryBeyondProgressDroppedByInstanceOffsets(t *testing.T) {
 			const n, instances = 400, 10 // 40 per instance: past the dedupe window
 			e := newEnv(t, 2)
 			dir := t.TempDir()
-			cfg := e.config(dir, g)
-			cfg.GroupProtocol = GroupProtocolClassic
-			e.produce(0, n, instances)
-			r := start(t, countStep(e.app), cfg)
-			e.counted(n, 10*time.Second)
-			if err := r.stop(); err != nil {
-				t.Fatal(err)
-			}
-			e.rewind(e.app + ".count")
+			cfg := e.countThenRewind(dir, g, n, instances)
 			// Forget the progress: the store says nothing was processed.
 			s, err := state.Open(dir, state.Options{App: e.app, Step: "count"})
 			if err != nil {
@@ -632,7 +633,7 @@ func TestRedeliveryBeyondProgressDroppedByInstanceOffsets(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg.Registerer = prometheus.NewRegistry()
-			r = start(t, countStep(e.app), cfg)
+			r := start(t, countStep(e.app), cfg)
 			r.waitActive(t, 2, 10*time.Second)
 			deadline := time.Now().Add(10 * time.Second)
 			for counterValue(t, r.rt.m.duplicate)+counterValue(t, r.rt.m.processed) < n && time.Now().Before(deadline) {

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -237,6 +238,13 @@ func checkCompose(t *testing.T, data, dockerfile []byte) []string {
 			key = "coordinator"
 		}
 		byCommand[key] = ts
+		// SIGTERM finishes and commits the batch in flight: compose's default
+		// 10 s before SIGKILL is no more than the transaction timeout.
+		if p.cmd.Name() == "run" {
+			if g, err := time.ParseDuration(s.StopGracePeriod); err != nil || g <= 10*time.Second {
+				add(fmt.Sprintf("%s: stop_grace_period %q: give troupe run more than 10 s (the commit interval plus --handler-timeout, within the 10 s transaction) to commit its batch on SIGTERM", where, s.StopGracePeriod))
+			}
+		}
 		// State on a volume; one of its own per replica.
 		if sd, ok := p.value("state-dir"); ok && p.cmd.Name() == "run" {
 			var on *mount
@@ -685,6 +693,7 @@ func TestComposeCheckFails(t *testing.T) {
 		{"no token", "    TROUPE_AUTH_TOKEN_FILE: /run/secrets/troupe-token\n", "", "serves the schema registry on 0.0.0.0 without a token"},
 		{"secret not mounted", "  secrets: [troupe-token]\n", "", "the token file /run/secrets/troupe-token is not mounted from a secret"},
 		{"secret undeclared", "secrets:\n  troupe-token:\n    environment: TROUPE_TOKEN\n", "", "secret troupe-token is not declared"},
+		{"short grace", "stop_grace_period: 30s", "stop_grace_period: 5s", "stop_grace_period \"5s\""},
 		{"missing mount", "./deploy/prometheus/prometheus.yml:", "./deploy/prometheus/prom.yml:", "mounts ./deploy/prometheus/prom.yml, which does not exist"},
 		{"missing alerts", "./deploy/prometheus/alerts.yml:", "./deploy/prometheus/alert.yml:", "mounts ./deploy/prometheus/alert.yml, which does not exist"},
 		{"rules not mounted", "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro", "./deploy/prometheus/alerts.yml:/etc/prometheus/rules.yml:ro", "rule file /etc/prometheus/alerts.yml is not mounted"},

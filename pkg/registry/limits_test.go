@@ -169,15 +169,17 @@ func TestCompatibilityCheckBounded(t *testing.T) {
 	if r.status != 422 || !strings.Contains(r.Msg, "took longer than 100ms") || !strings.Contains(r.Msg, "CheckTimeout") {
 		t.Fatalf("check of a 200-level schema: %d %s", r.status, r.body)
 	}
-	if took > 10*timeout {
-		t.Errorf("answered after %s, the timeout is %s", took, timeout)
-	}
 	// The check given up on still runs and holds the only turn.
 	r = call(t, s, "POST", "/compatibility/subjects/s/versions/latest", schemaBody(simple))
 	if len(s.checks) == 1 && (r.status != 503 || r.Code != 50003 || !strings.Contains(r.Msg, "busy")) {
 		t.Errorf("a check while the only turn is taken: %d %s", r.status, r.body)
 	}
 	s.checking.Wait()
+	// Answered well before the check itself ended (a ratio of one run, so
+	// that a loaded machine slows both alike).
+	if full := time.Since(start); took > full/2 {
+		t.Errorf("answered after %s, and the check took %s: the %s timeout did not answer early", took, full, timeout)
+	}
 	if len(s.checks) != 0 {
 		t.Fatalf("%d turns still taken after the checks ended", len(s.checks))
 	}

@@ -38,9 +38,10 @@ read early from another topic); the others stay orphans.`,
 		Use:   "get ID",
 		Short: "Print one instance as JSON: status, reason, completed and compensated steps, history",
 		Long: `Prints one instance as JSON, its fields in this order: id, saga, status,
-reason, error, completed, compensated, startedAt, updatedAt, endedAt, pending,
-queue, deadLetters, history (each entry: type, step, time, topic, partition,
-offset, note), orphans.`,
+reason, error, completed, compensated, startedAt, updatedAt, endedAt, traceId
+(the saga's OpenTelemetry trace, when its trigger carried one or the
+coordinator traces), pending, queue, deadLetters, history (each entry: type,
+step, time, topic, partition, offset, note), orphans.`,
 		Example: `  troupe saga get order-42
   troupe saga get order-42 | jq .compensated`,
 		Args: exactArgs(1, "the saga instance id"),

@@ -89,6 +89,11 @@
 // like the saga coordinator; Watch hands it the records of other steps'
 // DLQ and retry topics as they are.
 //
+// With Config.Tracing (package tracing builds it from the OTEL_*
+// environment) each handler call is an OpenTelemetry span, child of its
+// input's traceparent through franz-go's kotel receive span, and its
+// outputs carry the span on; Context.TraceID names the trace (trace.go).
+//
 // Metrics (troupe_step_*, labelled app and step): events_total{outcome},
 // handler_seconds, commit_seconds, transaction_aborts_total,
 // restore_records_total, restore_seconds_total, restoring_partitions,

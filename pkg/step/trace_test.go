@@ -352,3 +352,36 @@ func TestTraceUnreachable(t *testing.T) {
 		t.Errorf("troupe_trace_spans_dropped_total = %v, want at least %d (a call span per input)", dropped, n)
 	}
 }
+
+// BenchmarkHandlerSpan is what tracing adds to one handler call: off, a
+// nil check; on, the input's receive span (kotel's fetch hooks) and the
+// call's span, with an SDK provider that exports nothing.
+//
+//	go test ./pkg/step -run - -bench HandlerSpan -benchmem
+func BenchmarkHandlerSpan(b *testing.B) {
+	d := New[counter]("bench", "count", Inputs("ticks")).def
+	for _, on := range []bool{false, true} {
+		b.Run(map[bool]string{false: "off", true: "on"}[on], func(b *testing.B) {
+			rt := &Runtime{}
+			if on {
+				tp := sdktrace.NewTracerProvider()
+				defer func() { _ = tp.Shutdown(context.Background()) }()
+				rt.tr = newTracer(tp, &d, []string{"ticks"}, Config{})
+			}
+			h := traceHooks{rt.tr}
+			rec := &kgo.Record{Topic: "ticks", Key: []byte("i-1"), Offset: 1}
+			j := &job{rec: rec, id: "i-1", name: "troupe.test.Tick", eventID: "e-1", cl: &call{}}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if on {
+					rec.Context = nil
+					h.OnFetchRecordBuffered(rec)
+					h.OnFetchRecordUnbuffered(rec, true)
+				}
+				_, span := rt.startSpan(ctx, j)
+				rt.endSpan(span, j)
+			}
+		})
+	}
+}

@@ -32,6 +32,9 @@ TROUPE_REGISTRY_URL, TROUPE_API_URL) that points the other commands at this
 stack. Ctrl-C stops cleanly; started again, it carries on where it stopped.
 Delete --data-dir to start from scratch.
 
+With OTEL_EXPORTER_OTLP_ENDPOINT set, every step, the coordinator and the
+demo load export OpenTelemetry traces over OTLP/HTTP (README: Traces).
+
 With --auth-token-file (or the token in TROUPE_AUTH_TOKEN) the registry and
 the saga API require the token (the UI asks for it); the other commands send
 it from the same setting. An --http beyond loopback needs a token, or

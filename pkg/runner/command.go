@@ -40,7 +40,11 @@ answers for its partitions, redirecting or asking its peers (at their --advertis
 the rest. With --auth-token-file (or the token in TROUPE_AUTH_TOKEN) the API
 requires the token, the coordinator sends it to its peers and to the
 registry; an --http beyond loopback needs a token, or --insecure. Every step
-sends the token to the registry.`
+sends the token to the registry.
+
+With OTEL_EXPORTER_OTLP_ENDPOINT set (and the other standard OTEL_*
+variables), each handler call is an OpenTelemetry span exported over
+OTLP/HTTP, one trace per saga; unset, nothing is traced.`
 
 // RunCommand returns the `run` command for app. g holds the global flags,
 // registered on the root command by the caller.

@@ -76,3 +76,5 @@ require (
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c // indirect
 	google.golang.org/grpc v1.83.2 // indirect
 )
+
+replace github.com/twmb/franz-go/pkg/kfake => ./pkg/kafka/internal/kfake

@@ -23,7 +23,9 @@ const devLong = `Runs the whole troupe stack in one process, for development and
     that fail and are compensated, and a summary line every few seconds.
 
 Any Kafka client can connect to the embedded broker (troupe tail, kcat, Java
-or Python clients). A client that asks for it (Kafka's Java producer does)
+or Python clients, and Kafka's own kafka-topics, kafka-consumer-groups,
+console consumer and GetOffsetShell); it is one broker without replication
+(README: Kafka's own tools on the embedded broker). A client that asks for it (Kafka's Java producer does)
 creates a topic by producing to it; troupe's own commands never do, so that
 a misspelt name is an error: create a topic outside the topology with
 'troupe topics create NAME'. On ports other than

@@ -72,13 +72,14 @@ func RepoFile(rel string) (string, error) {
 }
 
 // pomPath is the pom.xml that pins the broker's jars.
-func pomPath() (string, error) { return RepoFile("integration/kafkaharness/pom.xml") }
+const pomPath = "integration/kafkaharness/pom.xml"
 
 var kafkaVersionRE = regexp.MustCompile(`<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>`)
 
-// pom reads pom.xml and returns its bytes and the Kafka version it pins.
-func pom() (path string, data []byte, version string, err error) {
-	path, err = pomPath()
+// pom reads the pom.xml at rel (from the repository's root) and returns its
+// bytes and the Kafka version it pins.
+func pom(rel string) (path string, data []byte, version string, err error) {
+	path, err = RepoFile(rel)
 	if err != nil {
 		return "", nil, "", err
 	}
@@ -95,7 +96,7 @@ func pom() (path string, data []byte, version string, err error) {
 
 // KafkaVersion is the Apache Kafka version pinned in pom.xml.
 func KafkaVersion() (string, error) {
-	_, _, v, err := pom()
+	_, _, v, err := pom(pomPath)
 	return v, err
 }
 
@@ -106,17 +107,25 @@ func KafkaVersion() (string, error) {
 // lock keeps concurrent test processes from fetching at the same time;
 // progress goes to w (may be nil).
 func Fetch(ctx context.Context, w io.Writer) (string, error) {
+	return FetchJars(ctx, w, pomPath, "kafka", "kafka_2.13-")
+}
+
+// FetchJars is [Fetch] for any pom.xml of the repository that pins a
+// <kafka.version>: pomRel is its path from the repository's root, the jars
+// land in CacheDir()/<name>-<version>/libs, and a jar whose name starts
+// with mustHave must be among them.
+func FetchJars(ctx context.Context, w io.Writer, pomRel, name, mustHave string) (string, error) {
 	if w == nil {
 		w = io.Discard
 	}
-	_, pomData, version, err := pom()
+	_, pomData, version, err := pom(pomRel)
 	if err != nil {
 		return "", err
 	}
 	sum := sha256.Sum256(pomData)
 	want := hex.EncodeToString(sum[:])
 
-	base := filepath.Join(CacheDir(), "kafka-"+version)
+	base := filepath.Join(CacheDir(), name+"-"+version)
 	libs := filepath.Join(base, "libs")
 	marker := filepath.Join(base, "complete")
 	if got, err := os.ReadFile(marker); err == nil && strings.TrimSpace(string(got)) == want {
@@ -138,7 +147,7 @@ func Fetch(ctx context.Context, w io.Writer) (string, error) {
 	}
 	mvn, err := exec.LookPath("mvn")
 	if err != nil {
-		return "", fmt.Errorf("%w: mvn is not on PATH, needed once to fetch the Kafka %s jars (%s)", ErrToolMissing, version, installHint)
+		return "", fmt.Errorf("%w: mvn is not on PATH, needed once to fetch the jars of %s (Kafka %s) (%s)", ErrToolMissing, pomRel, version, installHint)
 	}
 
 	// Fetch into a scratch dir with a copy of the pom, so neither a half
@@ -152,7 +161,7 @@ func Fetch(ctx context.Context, w io.Writer) (string, error) {
 		return "", fmt.Errorf("kafkaharness: %w", err)
 	}
 	out := filepath.Join(tmp, "libs")
-	fmt.Fprintf(w, "kafkaharness: fetching Apache Kafka %s jars with mvn into %s (once per machine)\n", version, libs)
+	fmt.Fprintf(w, "kafkaharness: fetching the jars of %s (Kafka %s) with mvn into %s (once per machine)\n", pomRel, version, libs)
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, mvn, "-q", "-B", "-f", filepath.Join(tmp, "pom.xml"),
 		"dependency:copy-dependencies", "-DincludeScope=runtime", "-DoutputDirectory="+out)
@@ -162,9 +171,8 @@ func Fetch(ctx context.Context, w io.Writer) (string, error) {
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("kafkaharness: mvn dependency:copy-dependencies failed (network or ~/.m2 problem?): %w\n%s", err, tail(outBuf.String(), 40))
 	}
-	kafkaJar := filepath.Join(out, "kafka_2.13-"+version+".jar")
-	if _, err := os.Stat(kafkaJar); err != nil {
-		return "", fmt.Errorf("kafkaharness: mvn succeeded but %s is missing:\n%s", filepath.Base(kafkaJar), tail(outBuf.String(), 40))
+	if jars, _ := filepath.Glob(filepath.Join(out, mustHave+version+".jar")); len(jars) == 0 {
+		return "", fmt.Errorf("kafkaharness: mvn succeeded but %s%s.jar is missing:\n%s", mustHave, version, tail(outBuf.String(), 40))
 	}
 	if err := os.RemoveAll(libs); err != nil {
 		return "", fmt.Errorf("kafkaharness: %w", err)

@@ -106,6 +106,9 @@ func (c *Cluster) handleCreateTopics(creq *clientReq) (kmsg.Response, error) {
 		}
 		st.NumPartitions = int32(nparts)
 		st.ReplicationFactor = int16(nreplicas)
+		// troupe patch: never null (Java's AdminClient.createTopics
+		// streams it and fails with "configs" is null).
+		st.Configs = []kmsg.CreateTopicsResponseTopicConfig{}
 		for k, v := range configs {
 			c := kmsg.NewCreateTopicsResponseTopicConfig()
 			c.Name = k

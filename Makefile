@@ -34,7 +34,7 @@ unit:
 integration:
 	$(GO) test -count=1 -timeout 20m -p 1 ./integration/...
 
-## bench: the benchmarks of DESIGN §9 on a real Kafka broker (a bare pipe, the
+## bench: the benchmarks of the README's Performance section on a real Kafka broker (a bare pipe, the
 ## step, Kafka Streams, the saga, restore, Avro); writes README's Performance table
 bench:
 	$(GO) run ./integration/cmd/bench -readme README.md

@@ -30,7 +30,7 @@ import (
 
 // TestInteropPythonAndKcat proves troupe speaks what the Kafka ecosystem
 // speaks, with clients nobody here wrote, against the real broker and the
-// built-in registry (DESIGN §3, §6):
+// built-in registry (README: Concepts, Schemas):
 //
 //   - Python's confluent-kafka Producer with AvroSerializer and
 //     SchemaRegistryClient produces an OrderPlaced; `troupe tail` decodes it.

@@ -16,7 +16,7 @@ import (
 	"github.com/troupehq/troupe/integration/kafkaharness"
 )
 
-// These tests prove the broker under test (DESIGN §10) does what troupe
+// These tests prove the broker under test (README: Testing) does what troupe
 // relies on: ordered produce/consume, transactions seen through
 // read_committed, log compaction, and surviving a dead broker. Each test
 // makes its own topics, so they are independent.

@@ -17,7 +17,7 @@ import (
 	"github.com/troupehq/troupe/pkg/event"
 )
 
-// Recovery against the real broker (DESIGN §4, issue 7): a poison record
+// Recovery against the real broker (README: Writing a step, issue 7): a poison record
 // goes to the step's DLQ and the partition moves on; an instance whose
 // handler always fails gets a dead letter while its later events are
 // parked and the other instances flow; after the fix, `troupe dlq replay`

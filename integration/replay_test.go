@@ -19,7 +19,7 @@ import (
 	"github.com/troupehq/troupe/pkg/replay"
 )
 
-// Recovery tools against the real broker (DESIGN §7, issue 7): a copy by
+// Recovery tools against the real broker (README: CLI, issue 7): a copy by
 // time range takes exactly the records in range, a group rewind is refused
 // while the group lives and makes it reprocess once stopped, and a DLQ
 // written in transactions is listed and replayed read_committed.

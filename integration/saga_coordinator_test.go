@@ -23,12 +23,12 @@ import (
 )
 
 // The saga coordinator against the real broker, every step and coordinator
-// a `troupe run` process: the end of each failure point of DESIGN §11,
+// a `troupe run` process: the end of each failure point of the README's example saga,
 // compensation commands in reverse order, lost and missing acks, a
 // coordinator killed mid-compensation, SagaEnded cancelling a timer, the
 // compensation barrier, and many sagas over three coordinators.
 
-// sagaWant is how an order's saga must end (DESIGN §11), and the
+// sagaWant is how an order's saga must end (README: The example saga), and the
 // compensation commands it must cause, in order.
 type sagaWant struct {
 	status      saga.Status
@@ -215,7 +215,7 @@ func (e *sagaEnv) changelog(ctx context.Context, step string) map[string][]byte 
 	return out
 }
 
-// Each failure point of DESIGN §11 ends with its status, reason and
+// Each failure point of the README's example saga ends with its status, reason and
 // compensated list, the commands in reverse completion order; a SLOW-
 // order's inventory timer is cancelled by SagaEnded; a compensation command
 // for a step that never ran is acked with no effect, and the order placed

@@ -10,7 +10,7 @@ import (
 	"github.com/troupehq/troupe/pkg/example/orders"
 )
 
-// The example saga's steps (DESIGN §11) as separate `troupe run` processes
+// The example saga's steps (README: The example saga) as separate `troupe run` processes
 // against the real broker: 1,000 orders with known outcomes; each order's
 // chain of events is exactly what the rules predict. Without the
 // coordinator, nothing is compensated.

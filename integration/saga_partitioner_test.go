@@ -17,7 +17,7 @@ import (
 // librdkafka's default partitioner (kcat, confluent-kafka for Python, Go,
 // .NET) places a key by CRC32, troupe by murmur2: most orders placed that
 // way land in another partition than the rest of their saga. Each must
-// still be one saga that ends as DESIGN §11 says, with every charge
+// still be one saga that ends as the README's example saga says, with every charge
 // refunded where payment was compensated, and one SagaEnded per order.
 func TestSagaOrdersPlacedByCRC32(t *testing.T) {
 	e := newSagaEnv(t, "5s")

@@ -33,7 +33,7 @@ import (
 
 // These tests run the counting step (integration/cmd/countstep) as real
 // processes against the broker under test, kill them, and check the two
-// promises of DESIGN §4: one output per input (exactly-once, read
+// promises of the README's Writing a step section: one output per input (exactly-once, read
 // read_committed) and exact per-instance state, through kill -9, restarts,
 // lost state dirs and rebalances; and durable timers that fire once.
 

@@ -5,7 +5,7 @@ package topologies
 
 import _ "embed"
 
-// Orders is topology/orders.yaml, the example order saga (DESIGN §11).
+// Orders is topology/orders.yaml, the example order saga (README: The example saga).
 //
 //go:embed orders.yaml
 var Orders []byte

@@ -152,7 +152,7 @@ func newTopicsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "topics",
 		Short: "Plan and create every topic a topology needs",
-		Long: `Derives every topic of a topology (DESIGN §2): the business topics, and per
+		Long: `Derives every topic of a topology (README: Concepts): the business topics, and per
 step its changelog (compacted), retry and dead-letter topics, the
 coordinator's changelog, the saga-ended topic and _schemas. 'plan' shows the
 difference with the cluster; 'apply' creates what is missing.

@@ -1,5 +1,5 @@
 // Package kafkaharness runs a real Apache Kafka broker (or a three-node
-// cluster) for troupe's integration tests, as DESIGN §10 describes.
+// cluster) for troupe's integration tests, as the README's Testing section describes.
 //
 // The broker is the one from Maven Central: [Fetch] asks mvn for
 // org.apache.kafka:kafka_2.13 and a Log4j 2 backend (pom.xml beside this

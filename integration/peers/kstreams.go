@@ -1,4 +1,4 @@
-// Package peers builds and runs the benchmark peers of DESIGN §9: other
+// Package peers builds and runs the benchmark peers of the README's Performance section: other
 // stacks doing the same work as troupe's steps on the same topics and
 // records, so that the benchmark can print each troupe figure beside a
 // peer's measured in the same run on the same machine.

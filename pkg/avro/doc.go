@@ -1,6 +1,6 @@
 // Package avro turns troupe events into Kafka record values and back: Avro
 // binary in the Confluent wire format, with schemas kept in a schema registry
-// (DESIGN §3, §6).
+// (README: Concepts, Schemas).
 //
 // A value on the wire is
 //

@@ -1,5 +1,5 @@
 // Package event holds the metadata every troupe event carries in its Kafka
-// headers: the CloudEvents Kafka binding in binary mode (DESIGN §3), plus
+// headers: the CloudEvents Kafka binding in binary mode (README: Concepts), plus
 // W3C traceparent passed through.
 //
 // The record key is the saga instance id; the value is Avro in the Confluent

@@ -1,6 +1,6 @@
 // Package registry is troupe's built-in schema registry: the part of the
 // Confluent Schema Registry REST API that Avro serializers in every language
-// use, kept in a compacted Kafka topic (DESIGN §6). `troupe dev` serves it
+// use, kept in a compacted Kafka topic (README: Schemas). `troupe dev` serves it
 // on --registry-port; `troupe registry` runs it alone. Any
 // Confluent-compatible registry (Confluent, Karapace, Redpanda, Apicurio)
 // can replace it: troupe's client only speaks the standard API.

@@ -17,7 +17,7 @@ import (
 	"github.com/troupehq/troupe/pkg/logging"
 )
 
-// Globals are the flags every troupe command shares (DESIGN §7). Each has an
+// Globals are the flags every troupe command shares (README: CLI). Each has an
 // environment variable; the flag wins over the variable, the variable over
 // the default.
 type Globals struct {

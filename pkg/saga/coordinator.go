@@ -26,7 +26,7 @@ type Encoder interface {
 	EncodeJSON(ctx context.Context, topic, fullName string, doc []byte) ([]byte, error)
 }
 
-// Coordinator is the coordinator of one saga as a step (DESIGN §5): the
+// Coordinator is the coordinator of one saga as a step (README: Sagas): the
 // consumer group <app>.saga.<saga> over every business topic of the saga,
 // with an Instance as each instance's state (so its changelog is
 // <app>.saga.<saga>.changelog). It feeds the events and its durable timers

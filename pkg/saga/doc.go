@@ -1,4 +1,4 @@
-// Package saga is the saga coordinator (DESIGN §5): a built-in step that
+// Package saga is the saga coordinator (README: Sagas): a built-in step that
 // watches every event of a saga, keeps each instance's status and bounded
 // history, fires deadlines, and drives compensation of the completed steps in
 // reverse completion order, one at a time, re-sending a command whose ack

@@ -13,7 +13,7 @@ import (
 // Status is where a saga instance is in its life.
 type Status string
 
-// The statuses of DESIGN §5. COMPLETED, COMPENSATED and FAILED are final.
+// The statuses of a saga (README: Sagas). COMPLETED, COMPENSATED and FAILED are final.
 const (
 	Running      Status = "RUNNING"
 	Completed    Status = "COMPLETED"
@@ -39,7 +39,7 @@ const (
 
 // Orphans: events of an instance the coordinator has never seen that are
 // not the saga's trigger. Such an event starts no saga (no deadline, no
-// compensation, no SagaEnded, nothing in the saga counts): DESIGN §5, a saga
+// compensation, no SagaEnded, nothing in the saga counts): as the README's Sagas section says, a saga
 // begins only with its trigger. Otherwise a lone ShipmentScheduled, forged or
 // misrouted, would be a COMPLETED saga whose steps never ran.
 //

@@ -1,6 +1,6 @@
 // Package state is a step's local state: a Pebble store, the changelog that
 // mirrors every write to Kafka, and the restore that rebuilds the store from
-// it (DESIGN §4).
+// it (README: Writing a step).
 //
 // One store per step process holds every partition the process owns, each
 // partition a contiguous key range under a 5-byte prefix (see keys.go for

@@ -3,7 +3,7 @@ package step
 import "context"
 
 // Codec turns events into record values and back. *avro.Serde implements it:
-// Avro in the Confluent wire format, schemas in the registry (DESIGN §3).
+// Avro in the Confluent wire format, schemas in the registry (README: Concepts).
 type Codec interface {
 	// TypeName returns the full name (the ce_type) of the Go value's type.
 	TypeName(v any) (string, error)

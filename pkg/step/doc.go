@@ -1,6 +1,6 @@
 // Package step is how a troupe step is written and run: a typed handler per
 // input event type, per-instance state, emitted events and durable timers,
-// run as a Kafka consumer group with exactly-once processing (DESIGN §4).
+// run as a Kafka consumer group with exactly-once processing (README: Writing a step).
 //
 //	s := step.New[Payment]("orders", "payment", step.Inputs("orders"))
 //	step.Handle(s, func(c *step.Context[Payment], o orders.OrderPlaced) error {

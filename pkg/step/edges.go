@@ -14,7 +14,7 @@ import (
 	"github.com/troupehq/troupe/pkg/logging"
 )
 
-// The guards at the saga's edges (DESIGN §2, §3, §5): records from
+// The guards at the saga's edges (README: Concepts, Sagas): records from
 // producers that are not troupe are accepted as they are, but never handled
 // as if they were something else.
 

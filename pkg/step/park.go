@@ -17,7 +17,7 @@ import (
 )
 
 // Parking keeps the order of one instance's events across a dead letter
-// (DESIGN §4). Everything lives under the state key kind q, so it is in the
+// (README: Writing a step). Everything lives under the state key kind q, so it is in the
 // changelog and moves with its partition like all state:
 //
 //	q <id> seq 0    the instance's head: blocked by a dead letter (waiting),

@@ -19,7 +19,7 @@ import (
 )
 
 // RetryPolicy says how a step retries a record whose handler fails, and what
-// it does when it gives up (DESIGN §4). The zero value is the default
+// it does when it gives up (README: Writing a step). The zero value is the default
 // policy: 5 attempts, backoff from 100 ms doubling up to 5 s, 20% jitter,
 // then a dead letter.
 //

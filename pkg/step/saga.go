@@ -14,7 +14,7 @@ import (
 	"github.com/troupehq/troupe/pkg/state"
 )
 
-// Saga is what the runtime knows of the saga a step belongs to (DESIGN §5);
+// Saga is what the runtime knows of the saga a step belongs to (README: Sagas);
 // set it in Config.Saga (saga.ForStep derives it from a topology, and
 // `troupe run` does that). With it the runtime, not the step's handlers,
 // keeps the saga's rules for every instance:

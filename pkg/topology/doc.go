@@ -1,6 +1,6 @@
 // Package topology reads, validates and explains a saga's topology file: the
 // YAML that names its topics, event types, steps, compensations, deadline,
-// retry policy and delivery guarantee (DESIGN §1).
+// retry policy and delivery guarantee (README: Concepts).
 //
 // The topology is the single source of truth: topic provisioning
 // (Plan), validation (Parse reports every problem with file:line and a hint),

@@ -14,7 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// Purposes of the topics a topology implies (DESIGN §2).
+// Purposes of the topics a topology implies (README: Concepts).
 const (
 	PurposeBusiness             = "business events"
 	PurposeChangelog            = "step changelog"

@@ -84,7 +84,7 @@ type Compensation struct {
 	Ack     string // full name
 }
 
-// Retry is the retry policy of a step's handler errors (DESIGN §4): the
+// Retry is the retry policy of a step's handler errors (README: Writing a step): the
 // handler runs at most Attempts times for one record, waiting
 // InitialBackoff, doubling up to MaxBackoff, between runs, each wait
 // shortened by a random fraction of up to Jitter; then the record is

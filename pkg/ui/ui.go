@@ -1,4 +1,4 @@
-// Package ui is troupe's web UI: one page over the saga API (DESIGN §5).
+// Package ui is troupe's web UI: one page over the saga API (README: Sagas).
 // Its overview shows the saga's diagram, the instances by status, the
 // outstanding dead letters and a page of instances, searched by id, status
 // and reason; an instance's page shows its path on the diagram, a

@@ -1,4 +1,4 @@
-// Command bench runs the benchmarks of DESIGN §9 against a real Apache Kafka
+// Command bench runs the benchmarks of the README's Performance section against a real Apache Kafka
 // broker, which it starts with the test harness (or against --brokers), and
 // prints one table; with --readme it also writes the table, the machine and
 // the date into the README between the <!-- bench:begin --> and

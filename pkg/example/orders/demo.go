@@ -13,7 +13,7 @@ import (
 	"github.com/troupehq/troupe/pkg/event"
 )
 
-// Outcome is what the example saga does with an order (DESIGN §11).
+// Outcome is what the example saga does with an order (README: The example saga).
 type Outcome string
 
 // The outcomes of the example saga.

@@ -1,5 +1,5 @@
 // Package orders holds the Go types of the example saga's events
-// (order-fulfillment, DESIGN §11), written by hand to match the Avro schemas
+// (order-fulfillment, README: The example saga), written by hand to match the Avro schemas
 // in schemas/*.avsc (namespace troupe.example.orders). A test checks every
 // type against its schema, both ways.
 //

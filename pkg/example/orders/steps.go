@@ -9,7 +9,7 @@ import (
 	"github.com/troupehq/troupe/pkg/topology"
 )
 
-// The example's rules (DESIGN §11).
+// The example's rules (README: The example saga).
 const (
 	// DeclineAboveCents: a payment above this amount is declined.
 	DeclineAboveCents = 100_000
@@ -25,7 +25,7 @@ const (
 	// FailPrefix: a sku with this prefix makes the inventory handler fail
 	// on every attempt (a warehouse system that is down), so the order's
 	// PaymentAuthorized becomes a dead letter and the saga times out. It is
-	// how to try `troupe dlq` on the example; DESIGN §11 does not have it.
+	// how to try `troupe dlq` on the example; the original example did not have it.
 	FailPrefix = "ERR-"
 )
 

@@ -20,7 +20,7 @@ import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.streams.state.Stores;
 
 /**
- * The Kafka Streams peer of troupe's count step (DESIGN §9): for each input
+ * The Kafka Streams peer of troupe's count step (README: Performance): for each input
  * record, read the key's count from a persistent RocksDB store (changelog
  * logging on, the Streams default), add one, write it back and emit the new
  * count (8-byte big-endian long) to the output topic under the same key.

@@ -741,7 +741,7 @@ func (e *sagaEnv) checkReplication(ctx context.Context) {
 
 // TestSagaSurvivesBrokerLoss is the chaos test (see the top of this file):
 // process faults and the loss of a broker while sagas run, and every saga
-// still ends as DESIGN §11 says, each business effect happens once (no
+// still ends as the README's example saga says, each business effect happens once (no
 // double charge, reservation or shipment), and the compensation commands
 // come in reverse order (a command re-sent after its timeout may repeat,
 // never reorder).

@@ -10,8 +10,15 @@ import (
 )
 
 // renderDeadLetters runs app.js in Node over a minimal DOM, with the API
-// answering fixtures, and returns the #deadletters card as HTML.
+// answering fixtures, and returns the #deadletters card as HTML, then its
+// text.
 func renderDeadLetters(t *testing.T, fixtures map[string]any) string {
+	return runApp(t, fixtures)
+}
+
+// runApp runs app.js in Node over a minimal DOM (testdata/render.js), with
+// the API answering fixtures, and returns what render.js prints for args.
+func runApp(t *testing.T, fixtures map[string]any, args ...string) string {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -25,7 +32,7 @@ func renderDeadLetters(t *testing.T, fixtures map[string]any) string {
 	if err := os.WriteFile(f, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(node, "testdata/render.js", "static/app.js", f).CombinedOutput()
+	out, err := exec.Command(node, append([]string{"testdata/render.js", "static/app.js", f}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("node render.js: %v\n%s", err, out)
 	}
@@ -33,7 +40,9 @@ func renderDeadLetters(t *testing.T, fixtures map[string]any) string {
 }
 
 // The dead-letter card lists the outstanding dead letters of every step
-// and of the coordinator, with the commands that settle them.
+// and of the coordinator, with the buttons and the commands that settle
+// them; the buttons are off, saying why, where the server takes no
+// actions.
 func TestDeadLetterCard(t *testing.T) {
 	html := renderDeadLetters(t, map[string]any{"/api/deadletters": map[string]any{"steps": []map[string]any{
 		{"step": "payment", "topic": "orders.payment.dlq", "outstanding": 0, "settled": 2, "command": "troupe dlq list --step payment"},
@@ -54,6 +63,17 @@ func TestDeadLetterCard(t *testing.T) {
 	}
 	if strings.HasPrefix(html, "hidden") || strings.Contains(html, `data-step="payment"`) {
 		t.Errorf("the card is hidden, or shows a step without outstanding dead letters:\n%s", html)
+	}
+	if !strings.Contains(html, `<button type="button" data-action="replay" title="dry run first, then confirm">`) ||
+		!strings.Contains(html, `data-deadletter="saga.order-fulfillment/1/7"`) {
+		t.Errorf("the card has no enabled replay button, or none for the coordinator's dead letter:\n%s", html)
+	}
+	off := "actions are off: bind --http to 127.0.0.1"
+	fx := map[string]any{"/api/deadletters": map[string]any{"actionsOff": off, "steps": []map[string]any{
+		{"step": "inventory", "topic": "orders.inventory.dlq", "outstanding": 1, "command": "troupe dlq list --step inventory",
+			"letters": []map[string]any{{"partition": 3, "offset": 0, "key": "o-err", "event": "PaymentAuthorized", "error": "x", "attempts": 5}}}}}}
+	if html := renderDeadLetters(t, fx); !strings.Contains(html, `data-action="replay" disabled="disabled" title="`+off) || !strings.Contains(html, ">"+off+"<") {
+		t.Errorf("with actions off, the buttons are not disabled with the reason:\n%s", html)
 	}
 
 	// None outstanding, or no such endpoint: no card.

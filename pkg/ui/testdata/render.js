@@ -1,11 +1,16 @@
-// Renders app.js in Node with a minimal DOM and fetch, for ui_test.go:
-// node render.js APP.JS FIXTURES.JSON prints the HTML of #deadletters (and
-// "hidden" when it is hidden). FIXTURES maps API paths to JSON answers;
-// other paths answer 404.
+// Runs app.js in Node with a minimal DOM and fetch, for the tests of
+// package ui. FIXTURES maps API paths to JSON answers; other paths answer
+// 404.
+//
+//   node render.js APP.JS FIXTURES.JSON
+//     prints the HTML of #deadletters (and "hidden" when it is hidden),
+//     then a line with its text.
+//   node render.js APP.JS FIXTURES.JSON eval EXPR
+//     prints EXPR, evaluated once the page has loaded, as JSON.
 "use strict";
 const fs = require("fs");
 const vm = require("vm");
-const [appPath, fixturesPath] = process.argv.slice(2);
+const [appPath, fixturesPath, mode, expr] = process.argv.slice(2);
 const fixtures = JSON.parse(fs.readFileSync(fixturesPath, "utf8"));
 
 class Node_ {
@@ -27,26 +32,27 @@ class Text_ { constructor(s) { this.textContent = s; } html() { return this.text
 const byId = {};
 const document = {
   createElement: (tag) => new Node_(tag),
+  createElementNS: (_, tag) => new Node_(tag),
   createTextNode: (s) => new Text_(s),
   querySelector: (sel) => (byId[sel] ||= new Node_("section")),
 };
 globalThis.Node = Node_;
 globalThis.document = document;
-globalThis.window = { addEventListener() {} };
-globalThis.location = { hash: "", pathname: "/", search: "" };
-globalThis.history = { replaceState() {} };
-const stored = {};
-globalThis.sessionStorage = { getItem: (k) => stored[k] ?? null, setItem: (k, v) => { stored[k] = String(v); } };
+document.body = { dataset: {} };
+globalThis.window = { addEventListener() {}, innerWidth: 1280, scrollTo() {} };
+globalThis.location = { hash: "" };
 globalThis.fetch = async (path) => {
   const hit = Object.prototype.hasOwnProperty.call(fixtures, path);
   return { ok: hit, status: hit ? 200 : 404, statusText: hit ? "OK" : "Not Found", text: async () => (hit ? JSON.stringify(fixtures[path]) : "") };
 };
 
-// The page loads auth.js (the API's token) before app.js.
-const authPath = require("path").join(require("path").dirname(appPath), "auth.js");
-vm.runInThisContext(fs.readFileSync(authPath, "utf8"), { filename: authPath });
 vm.runInThisContext(fs.readFileSync(appPath, "utf8"), { filename: appPath });
 setTimeout(() => {
+  if (mode === "eval") {
+    process.stdout.write(JSON.stringify(vm.runInThisContext(expr)) + "\n");
+    process.exit(0);
+  }
   const box = byId["#deadletters"];
-  process.stdout.write((box.hidden ? "hidden\n" : "") + box.html() + "\n");
+  process.stdout.write((box.hidden ? "hidden\n" : "") + box.html() + "\n" + box.textContent + "\n");
+  process.exit(0);
 }, 100);

@@ -84,6 +84,17 @@ function command(text) {
   return c;
 }
 
+// flagged renders text in which each "--flag value" (of a troupe command
+// quoted in a note or an error) is kept on one line.
+function flagged(text, attrs = {}) {
+  const e = el("span", attrs);
+  for (const part of String(text || "").split(/(--[a-z][a-z-]* [^\s;(),]+)/)) {
+    if (/^--[a-z]/.test(part)) e.append(el("span", { class: "nowrap", text: part }));
+    else if (part) e.append(part);
+  }
+  return e;
+}
+
 // api fetches path and returns its JSON; errors carry the API's message.
 async function api(path, init) {
   const r = await fetch(path, Object.assign({ headers: { Accept: "application/json" } }, init || {}));
@@ -98,6 +109,16 @@ async function api(path, init) {
     throw err;
   }
   return v;
+}
+
+// showNotice shows the answer of the last action, at the top of the page,
+// until the next action or another page.
+function showNotice() {
+  const n = $("#notice");
+  const v = view.notice;
+  n.hidden = !v;
+  n.className = v && v.error ? "warn" : "ok";
+  n.replaceChildren(...(v ? [el("span", { text: `dead letter ${v.id.replace(/\/(\d+)\/(\d+)$/, " $1@$2")}: ${v.text}` }), " ", el("button", { type: "button", onclick: () => { view.notice = null; showNotice(); } }, "OK")] : []));
 }
 
 function showError(err) {
@@ -317,7 +338,6 @@ function deadLetterActions(step, key, partition, offset) {
     }
     if (off) box.append(el("div", { class: "muted small", text: off }));
   }
-  if (view.notice && view.notice.id === id) box.append(el("div", { class: view.notice.error ? "warn" : "ok", role: "status", text: view.notice.text }));
   box.append(command(`troupe dlq replay ${at}`), command(`troupe dlq discard ${at}`));
   return box;
 }
@@ -366,7 +386,7 @@ async function loadDeadLetters() {
       command(s.command));
     for (const d of (s.letters || []).slice(0, 3)) {
       card.append(
-        el("div", {}, el("a", { href: "#/sagas/" + encodeURIComponent(d.key), text: d.key }), ` ${d.event || "undecodable record"}, after ${d.attempts} attempts: `, d.error),
+        el("div", {}, el("a", { href: "#/sagas/" + encodeURIComponent(d.key), text: d.key }), ` ${d.event || "undecodable record"}, after ${d.attempts} attempts: `, flagged(d.error)),
         deadLetterActions(s.step, d.key, d.partition, d.offset));
     }
     parts.push(card);
@@ -485,7 +505,7 @@ async function loadDetail() {
     const sec = el("section", { class: "card", id: "saga-deadletters" }, el("h3", { class: "warn", text: `Outstanding dead letters (${dead.length})` }));
     for (const d of dead) {
       sec.append(el("div", { class: "dead" },
-        el("div", {}, el("b", { text: d.event || "undecodable record" }), ` at ${d.step}, after ${d.attempts} attempts, ${fmtTime(d.failedAt)}: `, d.error),
+        el("div", {}, el("b", { text: d.event || "undecodable record" }), ` at ${d.step}, after ${d.attempts} attempts, ${fmtTime(d.failedAt)}: `, flagged(d.error)),
         el("div", { class: "muted", text: "Once the cause is fixed, replay it; or give up on it (its parked events then run without it):" }),
         deadLetterActions(d.step, inst.id, d.partition, d.offset)));
     }
@@ -507,7 +527,7 @@ async function loadDetail() {
     el("td", {}, rec ? el("a", { href: "javascript:void 0", text: h.type }) : h.type),
     el("td", { text: h.step || "" }),
     el("td", { class: "muted", text: h.offset >= 0 ? `${h.topic ? h.topic + "/" : ""}${h.partition}@${h.offset}` : "timer" }),
-    el("td", { class: "note", text: h.note || "" }));
+    el("td", { class: "note" }, flagged(h.note)));
     tb.append(tr);
     if (open) tb.append(el("tr", { class: "event-row" }, el("td", { colspan: "5" }, eventPanel())));
   });
@@ -576,6 +596,7 @@ async function refresh() {
       await Promise.all([loadStats(), loadList(), loadDeadLetters()]);
     }
     showError(null);
+    showNotice();
   } catch (err) {
     showError(err);
   }

@@ -48,9 +48,10 @@ func (e *Env) NewCoordinator(t *topology.Topology, o StepOptions) (*step.Runtime
 // MountSaga serves the saga API and the UI of the coordinator read by
 // store on the env's server, merged with the other coordinators of its
 // group (saga.Cluster): any of them answers for every partition, whichever
-// holds it, or says which peer it cannot reach and what to do; and
-// GET /api/deadletters (MountDeadLetters), the outstanding dead letters of
-// every step and of the coordinator itself. self is
+// holds it, or says which peer it cannot reach and what to do;
+// /api/deadletters (MountDeadLetters), the outstanding dead letters of
+// every step and of the coordinator itself, and their replay and discard;
+// and GET /api/records (MountRecords), one record decoded. self is
 // this process's advertised API (NewCoordinator's StepOptions.Advertise).
 // The API requires tokens (api.Server.RequireToken), and the write token
 // goes to the peers. Call close when done.

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/sr"
+
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/example/orders"
 	"github.com/troupehq/troupe/pkg/kafka"
@@ -38,10 +40,19 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// apiGet GETs the dev API into v and reports whether it answered 200.
+// uiToken is the token of TestDevUIInBrowser's stack.
+const uiToken = "ui-token-7c2e91"
+
+// apiGet GETs the dev API into v and reports whether it answered 200. It
+// sends uiToken, which a stack without a token ignores.
 func apiGet(t *testing.T, base, path string, v any) bool {
 	t.Helper()
-	resp, err := http.Get(base + path)
+	req, err := http.NewRequest(http.MethodGet, base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+uiToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return false
 	}
@@ -57,6 +68,10 @@ func apiGet(t *testing.T, base, path string, v any) bool {
 // and 390 px; and a real dead letter replayed from the page, with its dry
 // run and confirmation, settled in the saga's history. Screenshots go to
 // the test's artifact directory (go test -artifacts keeps them).
+//
+// The stack has a token (--auth-token-file): without it, the page shows
+// the API's 401 and a form for the token; it takes it from the address
+// (#token=, beside the page's own route), and sends it with the replay.
 func TestDevUIInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole stack and a browser")
@@ -72,7 +87,7 @@ func TestDevUIInBrowser(t *testing.T) {
 		KafkaPort: freePort(t), RegistryPort: freePort(t), HTTP: "127.0.0.1:" + strconv.Itoa(freePort(t)),
 		DataDir: t.TempDir(), DemoRate: 20, SummaryEvery: time.Minute, Out: &syncBuffer{}, Topology: topo,
 	}
-	stop := startDev(t, o)
+	stop := startDevWithToken(t, o, uiToken)
 	defer stop()
 	waitReady(t, o.HTTP)
 	base := "http://" + o.HTTP
@@ -81,7 +96,7 @@ func TestDevUIInBrowser(t *testing.T) {
 	// An order that the inventory step dead-letters, and one whose
 	// shipment fails: compensated in reverse order, inventory then payment.
 	ctx := t.Context()
-	rc, err := avro.NewRegistryClient("http://127.0.0.1:" + strconv.Itoa(o.RegistryPort))
+	rc, err := avro.NewRegistryClient("http://127.0.0.1:"+strconv.Itoa(o.RegistryPort), sr.BearerToken(uiToken))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,8 +135,13 @@ func TestDevUIInBrowser(t *testing.T) {
 	// of seconds.
 	wait := func(what, expr string) { t.Helper(); b.waitFor(ctx, what, expr, 90*time.Second) }
 
+	// Without the token: the API's 401, and the form that asks for it.
+	b.open(base + "/")
+	wait("the token form", `document.querySelector('#token-form') && document.body.innerText.includes("This troupe API requires a token") && document.body.innerText.includes("HTTP 401")`)
+
 	// The overview: counts, the diagram without an instance, the list.
-	b.open(base + "/#/")
+	b.open(base + "/#/&token=" + uiToken)
+	b.call(b.session, "Page.reload", map[string]any{}, nil) // a new fragment alone loads nothing
 	wait("the overview", `document.querySelector('[data-status="COMPLETED"]') && document.querySelectorAll('svg.diagram g[data-node]').length > 0 && document.querySelector('tr[data-id^="order-"]') && document.querySelector('#orphans')`)
 	var states []string
 	b.must(`[...new Set([...document.querySelectorAll('svg.diagram g[data-node]')].map((g) => g.dataset.state))]`, &states)

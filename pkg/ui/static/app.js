@@ -97,7 +97,7 @@ function flagged(text, attrs = {}) {
 
 // api fetches path and returns its JSON; errors carry the API's message.
 async function api(path, init) {
-  const r = await fetch(path, Object.assign({ headers: { Accept: "application/json" } }, init || {}));
+  const r = await troupeAuth.fetch(path, Object.assign({ headers: { Accept: "application/json" } }, init || {}));
   const body = await r.text();
   let v = null;
   try { v = body ? JSON.parse(body) : null; } catch (_) { /* not JSON */ }

@@ -40,12 +40,18 @@ globalThis.Node = Node_;
 globalThis.document = document;
 document.body = { dataset: {} };
 globalThis.window = { addEventListener() {}, innerWidth: 1280, scrollTo() {} };
-globalThis.location = { hash: "" };
+globalThis.location = { hash: "", pathname: "/", search: "" };
+globalThis.history = { replaceState() {} };
+const stored = {};
+globalThis.sessionStorage = { getItem: (k) => stored[k] ?? null, setItem: (k, v) => { stored[k] = String(v); } };
 globalThis.fetch = async (path) => {
   const hit = Object.prototype.hasOwnProperty.call(fixtures, path);
   return { ok: hit, status: hit ? 200 : 404, statusText: hit ? "OK" : "Not Found", text: async () => (hit ? JSON.stringify(fixtures[path]) : "") };
 };
 
+// The page loads auth.js (the API's token) before app.js.
+const authPath = require("path").join(require("path").dirname(appPath), "auth.js");
+vm.runInThisContext(fs.readFileSync(authPath, "utf8"), { filename: authPath });
 vm.runInThisContext(fs.readFileSync(appPath, "utf8"), { filename: appPath });
 setTimeout(() => {
   if (mode === "eval") {

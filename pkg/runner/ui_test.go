@@ -140,8 +140,7 @@ func TestDevUIInBrowser(t *testing.T) {
 	wait("the token form", `document.querySelector('#token-form') && document.body.innerText.includes("This troupe API requires a token") && document.body.innerText.includes("HTTP 401")`)
 
 	// The overview: counts, the diagram without an instance, the list.
-	b.open(base + "/#/&token=" + uiToken)
-	b.call(b.session, "Page.reload", map[string]any{}, nil) // a new fragment alone loads nothing
+	b.open(base + "/?with-token#/&token=" + uiToken) // a new query: a new document, whose auth.js reads the fragment
 	wait("the overview", `document.querySelector('[data-status="COMPLETED"]') && document.querySelectorAll('svg.diagram g[data-node]').length > 0 && document.querySelector('tr[data-id^="order-"]') && document.querySelector('#orphans')`)
 	var states []string
 	b.must(`[...new Set([...document.querySelectorAll('svg.diagram g[data-node]')].map((g) => g.dataset.state))]`, &states)

@@ -488,6 +488,7 @@ async function loadDetail() {
   if (inst.endedAt) facts.append(el("dt", { text: "took" }), el("dd", { text: fmtDuration(new Date(inst.endedAt) - new Date(inst.startedAt)) }));
   if (inst.error) facts.append(el("dt", { text: "error" }), el("dd", { class: "warn", text: inst.error }));
   if (inst.pending) facts.append(el("dt", { text: "compensating" }), el("dd", { text: `${inst.pending.step} (attempt ${inst.pending.attempts})` }));
+  if (inst.traceId) facts.append(el("dt", { text: "trace" }), el("dd", {}, el("code", { class: "trace-id", text: inst.traceId })));
   const parts = [el("p", { class: "back" }, el("a", { href: "#/", text: "← all sagas" })),
     el("h2", {}, "Saga ", el("code", { text: inst.id })), facts];
 

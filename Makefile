@@ -8,7 +8,7 @@ BIN := ./troupe
 # Unit tests: everything but the real-broker suites under integration/.
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v /integration)
 
-.PHONY: all build run test unit integration bench bench-go lint fmt deps clean generate
+.PHONY: all build run test unit integration chaos bench bench-go lint fmt deps clean generate
 
 all: build
 
@@ -33,6 +33,13 @@ unit:
 ## integration: tests against a real Apache Kafka broker fetched from Maven Central
 integration:
 	$(GO) test -count=1 -timeout 20m -p 1 ./integration/...
+
+## chaos: the long chaos run (16 seeded process and broker faults, three
+## replicas of every step and of the coordinator) and a 10-minute soak
+## printing RSS, lag and commit time, each on a three-node cluster (~25 min);
+## TROUPE_CHAOS_SEED=N replays a schedule
+chaos:
+	TROUPE_CHAOS=long $(GO) test -count=1 -timeout 60m -p 1 -v -run '^(TestSagaSurvivesBrokerLoss|TestSagaSoak)$$' ./integration/
 
 ## bench: the benchmarks of the README's Performance section on a real Kafka broker (a bare pipe, the
 ## step, Kafka Streams, the saga, restore, Avro); writes README's Performance table

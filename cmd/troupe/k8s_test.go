@@ -429,7 +429,7 @@ func TestTopicsPlanStrimzi(t *testing.T) {
 		t.Errorf("topics plan --format strimzi: exit %d, output differs from deploy/k8s/strimzi/kafkatopics.yaml:\n%s", code, out)
 	}
 	out, code = runCLI(t, "topics", "plan", "--format", "strimzi", "--topology", topologyFile, "--strimzi-cluster", "prod", "--namespace", "kafka")
-	if code != exitOK || strings.Count(out, "strimzi.io/cluster: prod\n") != 17 || strings.Count(out, "namespace: kafka\n") != 17 {
+	if code != exitOK || strings.Count(out, "strimzi.io/cluster: prod\n") != 19 || strings.Count(out, "namespace: kafka\n") != 19 {
 		t.Errorf("--strimzi-cluster prod --namespace kafka: exit %d\n%s", code, out)
 	}
 	if out, code := runCLI(t, "topics", "plan", "--format", "yaml", "--topology", topologyFile); code != exitUsage || !strings.Contains(out, `unknown --format "yaml" (use table or strimzi)`) {

@@ -237,7 +237,7 @@ func (s *avroStack) runWithRegistry(t *testing.T, url string, args ...string) (s
 func TestTopicsApplyRegistersSchemas(t *testing.T) {
 	s := startAvroStackWith(t)
 	s.expect(t, exitOK, []string{
-		"created 16 topic(s)",
+		"created 18 topic(s)",
 		"orders-troupe.example.orders.OrderPlaced: registered version 1",
 		"orders.saga.order-fulfillment.ended-troupe.saga.SagaEnded: registered version 1",
 	}, "topics", "apply", "--topology", topologyFile, "--register-schemas", schemaDir)

@@ -54,6 +54,9 @@ func New(w io.Writer, level string, format Format) (zerolog.Logger, error) {
 	// Millisecond timestamps: zerolog's default is whole seconds. This is
 	// process-wide in zerolog; every troupe logger wants the same.
 	zerolog.TimeFieldFormat = zerolog.TimeFormatUnixMs
+	// Durations with their unit ("took=12.3ms", "handler_timeout=5s"):
+	// zerolog's default is a bare float of milliseconds.
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -216,7 +217,7 @@ func (r *Restorer) Restore(ctx context.Context, p int32) (Result, error) {
 		if now.Sub(lastLog) >= every {
 			n := res.Records - logged
 			rate := float64(n) / now.Sub(lastLog).Seconds()
-			ev := log.Info().Int64("records", res.Records).Float64("records_per_s", rate).Int64("offset", pos).Int64("end", end)
+			ev := log.Info().Int64("records", res.Records).Int64("records_per_s", int64(math.Round(rate))).Int64("offset", pos).Int64("end", end)
 			if rate > 0 {
 				ev = ev.Dur("eta", time.Duration(float64(end-pos)/rate*float64(time.Second)))
 			}
@@ -233,7 +234,7 @@ func (r *Restorer) Restore(ctx context.Context, p int32) (Result, error) {
 	}
 	res.Took = time.Since(start)
 	log.Info().Int64("records", res.Records).Dur("took", res.Took).
-		Float64("records_per_s", float64(res.Records)/max(res.Took.Seconds(), 1e-9)).Msg("restore done")
+		Int64("records_per_s", int64(math.Round(float64(res.Records)/max(res.Took.Seconds(), 1e-9)))).Msg("restore done")
 	return res, nil
 }
 

@@ -1,8 +1,11 @@
 package state
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,5 +227,39 @@ func TestRestoreResetsStateTooOldForTombstones(t *testing.T) {
 	_ = s.db.Set(metaKey(0, metaWritten), EncodeOffset(time.Now().Add(-48*time.Hour).UnixNano()), nil)
 	if res, err := r.Restore(context.Background(), 0); err != nil || res.Reset != "" {
 		t.Fatalf("restore with nothing new: %+v %v", res, err)
+	}
+}
+
+// TestRestoreLogsAWholeRate: records_per_s is a whole number, not
+// 459.26266664805127.
+func TestRestoreLogsAWholeRate(t *testing.T) {
+	e := newChangelogEnv(t)
+	e.write(0, true, "a=1", "b=1", "c=1")
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	var buf bytes.Buffer
+	r := Restorer{Kafka: e.kcfg, Store: s, Topic: e.topic, Logger: zerolog.New(&buf)}
+	if _, err := r.Restore(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, line := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+		var l struct {
+			Msg  string          `json:"message"`
+			Rate json.RawMessage `json:"records_per_s"`
+		}
+		if err := json.Unmarshal(line, &l); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		if l.Msg != "restore done" {
+			continue
+		}
+		found = true
+		if _, err := strconv.ParseInt(string(l.Rate), 10, 64); err != nil {
+			t.Errorf("restore done: records_per_s %s, want a whole number", l.Rate)
+		}
+	}
+	if !found {
+		t.Fatalf("no restore done line:\n%s", buf.String())
 	}
 }

@@ -21,6 +21,8 @@ const (
 	PurposeRetry                = "step retry"
 	PurposeDLQ                  = "step dead letters"
 	PurposeCoordinatorChangelog = "coordinator changelog"
+	PurposeCoordinatorRetry     = "coordinator retry"
+	PurposeCoordinatorDLQ       = "coordinator dead letters"
 	PurposeEnded                = "saga ended"
 	PurposeSchemas              = "schemas"
 )
@@ -64,6 +66,10 @@ func (t *Topology) TopicSpecs() []TopicSpec {
 	}
 	out = append(out,
 		mk(t.CoordinatorChangelog(), PurposeCoordinatorChangelog, t.Partitions, "cleanup.policy", "compact"),
+		// The coordinator runs as the step saga.<saga>: it has a step's
+		// retry topic and dead letters too (troupe dlq --coordinator).
+		mk(t.RetryTopic(t.CoordinatorStep()), PurposeCoordinatorRetry, t.Partitions, "cleanup.policy", "delete"),
+		mk(t.DLQ(t.CoordinatorStep()), PurposeCoordinatorDLQ, t.Partitions, "cleanup.policy", "delete", "retention.ms", DLQRetention),
 		mk(t.EndedTopic(), PurposeEnded, t.Partitions, "cleanup.policy", "delete"),
 		mk(SchemasTopic, PurposeSchemas, 1, "cleanup.policy", "compact"),
 	)

@@ -347,6 +347,10 @@ func (t *Topology) Group(step string) string { return t.App + "." + step }
 // CoordinatorGroup is the consumer group of the saga's coordinator.
 func (t *Topology) CoordinatorGroup() string { return t.App + ".saga." + t.Saga }
 
+// CoordinatorStep is the name the saga's coordinator runs under as a step,
+// saga.<saga>: its retry topic and DLQ are RetryTopic and DLQ of it.
+func (t *Topology) CoordinatorStep() string { return "saga." + t.Saga }
+
 // Changelog is the changelog topic of a step.
 func (t *Topology) Changelog(step string) string { return t.App + "." + step + ".changelog" }
 

@@ -129,6 +129,9 @@ func TestExampleTopology(t *testing.T) {
 		"orders": "delete", "orders.payment.changelog": "compact", "orders.payment.retry": "delete",
 		"orders.shipping.dlq": "delete", "orders.saga.order-fulfillment.changelog": "compact",
 		"orders.saga.order-fulfillment.ended": "delete", "_schemas": "compact",
+		// The coordinator runs as step saga.order-fulfillment, with a
+		// step's retry topic and DLQ (issue 16: plan omitted them).
+		"orders.saga.order-fulfillment.retry": "delete", "orders.saga.order-fulfillment.dlq": "delete",
 	} {
 		s, ok := byName[name]
 		if !ok {
@@ -142,7 +145,10 @@ func TestExampleTopology(t *testing.T) {
 			t.Errorf("%s has %d partitions", name, s.Partitions)
 		}
 	}
-	if want := 5 + 3*3 + 3; len(specs) != want {
+	if r := byName["orders.saga.order-fulfillment.dlq"].Configs["retention.ms"]; r != DLQRetention {
+		t.Errorf("orders.saga.order-fulfillment.dlq retention.ms %q, want %s like every DLQ", r, DLQRetention)
+	}
+	if want := 5 + 3*3 + 5; len(specs) != want {
 		t.Errorf("%d topics, want %d", len(specs), want)
 	}
 }

@@ -44,8 +44,8 @@ func TestStrimziTopicsMatchTheTopology(t *testing.T) {
 		t.Fatal(err)
 	}
 	docs := decodeStrimzi(t, out)
-	if len(docs) != len(specs) || len(specs) != 17 {
-		t.Fatalf("%d KafkaTopic documents for %d topics, want 17 (5 business, 3 per step, changelog and ended of the coordinator, _schemas)", len(docs), len(specs))
+	if len(docs) != len(specs) || len(specs) != 19 {
+		t.Fatalf("%d KafkaTopic documents for %d topics, want 19 (5 business, 3 per step, changelog, retry, dlq and ended of the coordinator, _schemas)", len(docs), len(specs))
 	}
 	names := map[string]bool{}
 	for i, s := range specs {

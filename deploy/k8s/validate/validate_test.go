@@ -48,8 +48,8 @@ func TestManifests(t *testing.T) {
 	for _, p := range problems {
 		t.Error(p)
 	}
-	if len(objs) != 17 {
-		t.Errorf("%d KafkaTopics in strimzi/kafkatopics.yaml, want 17", len(objs))
+	if len(objs) != 19 {
+		t.Errorf("%d KafkaTopics in strimzi/kafkatopics.yaml, want 19", len(objs))
 	}
 }
 

@@ -127,12 +127,16 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		}
 		switch {
 		case err != nil:
+			// Whether the transaction committed is unknown: the store is
+			// not applied (a restore reads what did commit), and the
+			// session starts again.
 			c.txn.Discard()
-			if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
-				rt.m.aborts.Inc()
-				return &sessionLost{err: errors.Join(err, prodErr)}
+			rt.m.aborts.Inc()
+			if ctx.Err() != nil {
+				return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
 			}
-			return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
+			fenced := errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch)
+			return &sessionLost{err: errors.Join(err, prodErr), fenced: fenced}
 		case prodErr != nil:
 			// The transaction is aborted and the session rewound to the
 			// committed offsets, as after a rebalance: a broker lost
@@ -157,6 +161,9 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		default:
 			if err := c.apply(); err != nil {
 				return err
+			}
+			if c.work > 0 {
+				rt.committedAt = time.Now()
 			}
 			c.rewindFetch()
 			if c.work > 0 {

@@ -61,6 +61,8 @@ type Runtime struct {
 	// began (exactly-once; zero when the last one committed), and
 	// prodFailLogged when it was last logged. Loop only.
 	prodFailSince, prodFailLogged time.Time
+	// committedAt is when an interval last committed work. Loop only.
+	committedAt time.Time
 	// lastCommit is how long the last commit took: an interval that has
 	// handled all it fetched lasts at least that long (exec.go). Loop only.
 	lastCommit time.Duration
@@ -282,12 +284,15 @@ func (rt *Runtime) Run(ctx context.Context) (err error) {
 		}
 		// The broker ended the transaction under us (it outlived the
 		// transaction timeout while a broker failed over, or the
-		// coordinator moved): rejoin with a new session, as a restart
-		// would, but without one. Three times in five minutes is not
-		// a failover: give up with what it says.
+		// coordinator moved), or ending it failed (a broker killed, the
+		// transaction coordinator moving): rejoin with a new session, as
+		// a restart would, but without one; the new producer id aborts
+		// what the old one left open. Four times in five minutes with no
+		// interval committed in between is not a failover: give up with
+		// what it says.
 		now := time.Now()
 		lost = append(slices.DeleteFunc(lost, func(t time.Time) bool { return now.Sub(t) > 5*time.Minute }), now)
-		if len(lost) > 3 {
+		if len(lost) > 3 && rt.committedAt.Before(lost[0]) {
 			err = sl.fatal()
 			break
 		}
@@ -319,12 +324,18 @@ type carried struct {
 // the producer's epoch moved on: the transaction timed out on the broker,
 // or another process took the transactional id. Run rejoins on the first,
 // and fails on the second (it keeps coming back).
-type sessionLost struct{ err error }
+type sessionLost struct {
+	err    error
+	fenced bool // the producer was fenced, rather than End failing
+}
 
 func (e *sessionLost) Error() string { return "end transaction: " + e.err.Error() }
 func (e *sessionLost) Unwrap() error { return e.err }
 
 func (e *sessionLost) fatal() error {
+	if !e.fenced {
+		return fmt.Errorf("end transaction: %w (ending transactions keeps failing with nothing committed in between: is the cluster reachable, and its transaction coordinator up?)", e.err)
+	}
 	return fmt.Errorf("end transaction: %w (the transactional id keeps being fenced: two processes on one state dir, or a copied one? give each its own --state-dir)", e.err)
 }
 

@@ -761,3 +761,41 @@ func TestProduceErrorsAbortAndRecover(t *testing.T) {
 		t.Errorf("aborts metric %v, want the failed transactions counted", got)
 	}
 }
+
+// An End that fails (a broker killed, the transaction coordinator moving;
+// here INVALID_TXN_STATE three times) rejoins with a new session instead of
+// stopping the step; whatever did not commit is processed again, once.
+func TestEndFailureRejoins(t *testing.T) {
+	const n, instances = 600, 20
+	e := newEnv(t, 4)
+	var failures atomic.Int32
+	failures.Store(3)
+	e.c.ControlKey(int16(kmsg.EndTxn), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		e.c.KeepControl()
+		req := kreq.(*kmsg.EndTxnRequest)
+		if !req.Commit || failures.Add(-1) < 0 {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = kerr.InvalidTxnState.Code
+		return resp, nil, true
+	})
+	e.produce(0, n, instances)
+	dir := t.TempDir()
+	r := start(t, countStep(e.app), e.config(dir, ExactlyOnce))
+	outs := e.counted(n, 60*time.Second)
+	if err := r.stop(); err != nil {
+		t.Fatalf("the step stopped on failed Ends: %v", err)
+	}
+	if failures.Load() >= 0 {
+		t.Fatalf("the End failures were not injected (%d left)", failures.Load())
+	}
+	want := wantCounts(n, instances)
+	checkOutputs(t, e, outs, want, true)
+	if len(outs) != n {
+		t.Fatalf("%d outputs for %d inputs", len(outs), n)
+	}
+	if got := counts(t, dir, e.app, 4); !maps.Equal(got, want) {
+		t.Fatalf("state counts %v, want %v", got, want)
+	}
+}

@@ -259,7 +259,17 @@ func waitVisible(ctx context.Context, cl *kgo.Client, topics []string) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d created topic(s) still missing from the brokers' metadata after 30 s: %w", missing, errors.Join(err, ctx.Err()))
+			var names []string
+			for _, t := range topics {
+				if !listed[t] {
+					names = append(names, t)
+				}
+			}
+			msg := fmt.Sprintf("%d created topic(s) still missing from the brokers' metadata after 30 s: %s (run topics apply again once the cluster settles)", missing, strings.Join(names, ", "))
+			if err := errors.Join(err, ctx.Err()); err != nil {
+				return fmt.Errorf("%s: %w", msg, err)
+			}
+			return errors.New(msg)
 		}
 		select {
 		case <-ctx.Done():

@@ -12,7 +12,7 @@ import (
 	"github.com/troupehq/troupe/pkg/state"
 )
 
-// Key-ordered concurrency within one commit interval (DESIGN §4).
+// Key-ordered concurrency within one commit interval.
 //
 // Each record the interval admits becomes a job in its instance's lane, in
 // offset order. Only a lane's head is worked on: its guards run in the

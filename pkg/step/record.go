@@ -119,7 +119,7 @@ func (c *cycle) guard(j *job) verdict {
 	if v.kind != vDone {
 		return v
 	}
-	if c.redelivered(tc, r, &inst, id) || inst.HasSeen(meta.ID) {
+	if c.redelivered(tc, r, &inst, id, meta.Source) || inst.HasSeen(meta.ID) {
 		rt.m.duplicate.Inc()
 		return done
 	}
@@ -147,12 +147,12 @@ func (c *cycle) guard(j *job) verdict {
 // partition's stored progress drops redeliveries before this; this catches
 // those it cannot (a state write that reached the changelog without the
 // progress of its interval, at-least-once), which is worth a warning.
-func (c *cycle) redelivered(tc *taskCycle, r *kgo.Record, inst *state.Instance, id string) bool {
+func (c *cycle) redelivered(tc *taskCycle, r *kgo.Record, inst *state.Instance, id, source string) bool {
 	off, ok := inst.AppliedAt(c.rt.topicHash(r.Topic))
 	if !ok || r.Offset > off {
 		return false
 	}
-	c.rt.warnProducer("redelivered", "", func(e *zerolog.Event) {
+	c.rt.warnProducer("redelivered", source, func(e *zerolog.Event) {
 		e.Str(logging.FieldSaga, id).Str(logging.FieldTopic, r.Topic).Int32(logging.FieldPartition, r.Partition).
 			Int64(logging.FieldOffset, r.Offset).Int64("instance_applied", off).Int64("partition_progress", tc.t.applied[r.Topic].Next).
 			Msg("dropped a record its instance had applied, which the partition's stored progress did not cover (a restart after a partial write); the state stays exact")

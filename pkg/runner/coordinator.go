@@ -107,6 +107,7 @@ func runCoordinator(ctx context.Context, app App, g *Globals, o RunOptions, t *t
 		return err
 	}
 	defer env.Close()
+	env.StepLog = g.Log.With().Str("saga", t.Saga).Logger()
 	if err := checkTypes(t, env.Serde); err != nil {
 		ln.Close()
 		return err

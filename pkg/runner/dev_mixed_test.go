@@ -2,7 +2,9 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,7 +30,8 @@ func TestDevBesideARunCoordinator(t *testing.T) {
 	dev := "http://" + o.HTTP
 
 	peerHTTP := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	g := &Globals{Brokers: "127.0.0.1:" + strconv.Itoa(o.KafkaPort), Registry: "http://127.0.0.1:" + strconv.Itoa(o.RegistryPort), Log: zerolog.Nop()}
+	logs := &syncBuffer{}
+	g := &Globals{Brokers: "127.0.0.1:" + strconv.Itoa(o.KafkaPort), Registry: "http://127.0.0.1:" + strconv.Itoa(o.RegistryPort), Log: zerolog.New(logs).Level(zerolog.InfoLevel)}
 	app := App{Name: "troupe", Version: "test", Types: orders.Register, Steps: orders.Steps}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -40,6 +43,7 @@ func TestDevBesideARunCoordinator(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Errorf("run --coordinator: %v", err)
 		}
+		checkLogKeys(t, logs.String())
 	}()
 	peer := "http://" + peerHTTP
 
@@ -73,6 +77,39 @@ func TestDevBesideARunCoordinator(t *testing.T) {
 		var inst saga.Instance
 		if !apiGet(t, dev, "/api/sagas/"+it.ID, &inst) || inst.ID != it.ID {
 			t.Errorf("dev cannot give %s", it.ID)
+		}
+	}
+}
+
+// checkLogKeys fails on a JSON log line with a key twice (the runner and
+// the runtime both adding app, say): JSON parsers keep one or refuse the
+// line.
+func checkLogKeys(t *testing.T, logs string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(logs), "\n")
+	if len(lines) < 3 {
+		t.Fatalf("%d log lines: %q", len(lines), logs)
+	}
+	for _, line := range lines {
+		dec := json.NewDecoder(strings.NewReader(line))
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+			t.Fatalf("log line is not a JSON object: %s", line)
+		}
+		seen := map[string]bool{}
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				t.Fatalf("log line %s: %v", line, err)
+			}
+			key := tok.(string)
+			if seen[key] {
+				t.Fatalf("log line has %q twice: %s", key, line)
+			}
+			seen[key] = true
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				t.Fatalf("log line %s: %v", line, err)
+			}
 		}
 	}
 }

@@ -46,6 +46,10 @@ type Env struct {
 	Metrics *prometheus.Registry
 	Server  *api.Server
 	Log     zerolog.Logger
+	// StepLog is the logger the env's step runtimes get. They add app and
+	// step themselves, so it must not have them (a field twice is a JSON
+	// object with a duplicate key). NewEnv sets it to its logger.
+	StepLog zerolog.Logger
 	// Registry is the Serde's registry client.
 	Registry *avro.RegistryClient
 	// Tracing traces every step and coordinator of the env when the
@@ -75,7 +79,7 @@ func NewEnv(app App, kcfg kafka.Config, registryURL, version string, log zerolog
 	if tp != nil {
 		log.Info().Str("endpoint", tracing.Endpoint(nil)).Msg("tracing on: spans go to the OTLP collector")
 	}
-	return &Env{Kafka: kcfg, Serde: serde, Metrics: reg, Server: api.New(reg, log), Log: log, Registry: rc, Tracing: tp}, nil
+	return &Env{Kafka: kcfg, Serde: serde, Metrics: reg, Server: api.New(reg, log), Log: log, StepLog: log, Registry: rc, Tracing: tp}, nil
 }
 
 // Close exports the spans still queued (5 s at most) and stops tracing.
@@ -130,7 +134,7 @@ func (e *Env) stepConfig(o StepOptions) step.Config {
 		Concurrency:    o.Concurrency,
 		HandlerTimeout: o.HandlerTimeout,
 		Registerer:     e.Metrics,
-		Logger:         e.Log,
+		Logger:         e.StepLog,
 		Tracing:        e.Tracing.TracerProvider(),
 	}
 }
@@ -217,6 +221,7 @@ func Run(ctx context.Context, app App, g *Globals, o RunOptions) error {
 	if err != nil {
 		return err
 	}
+	env.StepLog = g.Log
 	if err := checkTypes(t, env.Serde); err != nil {
 		return err
 	}

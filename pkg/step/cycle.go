@@ -109,16 +109,21 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		idle := commit && c.work == 0
 		var committed bool
 		var err error
+		var fence map[string]map[int32]kgo.EpochOffset
 		if commit && !idle && len(rt.cl.UncommittedOffsets()) == 0 {
 			// Nothing polled since the last commit (timers fired, or
-			// records carried over were handled): the session has no
-			// offsets to commit and its End would hold the loop 500 ms.
-			// The transaction is ended on the client; what the session's
-			// End adds is aborting when a partition was revoked meanwhile,
-			// which endWithoutOffsets does.
+			// records carried over were handled): the transaction commits
+			// its partitions' committed offsets again, for the broker to
+			// check this member's generation (see fenceOffsets).
+			fence = c.fenceOffsets()
+		}
+		if commit && !idle && len(rt.cl.UncommittedOffsets()) == 0 && len(fence) == 0 {
+			// No committed offset to fence with: the session's End would
+			// hold the loop 500 ms (it takes a commit without offsets for
+			// a pre-KIP-447 broker's), so the client ends it.
 			committed, err = c.endWithoutOffsets(ectx)
 		} else {
-			committed, err = rt.sess.End(c.commitContext(ectx), kgo.TransactionEndTry(commit && !idle))
+			committed, err = rt.sess.End(c.commitContext(ectx, fence), kgo.TransactionEndTry(commit && !idle))
 		}
 		cancel()
 		if !idle {
@@ -187,15 +192,13 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 	return nil
 }
 
-// endWithoutOffsets ends an interval that has no offsets to commit on the
-// client rather than the session: it commits unless a partition it wrote
-// to is no longer active (revoked or lost since it began; then the next
-// owner does that work). Its changelog records are produced before this
-// check, so a new owner restoring the partition waits for this
-// transaction (read_committed) and sees what it did. The group's committed
-// offset of a partition whose carried records it handled stays where the
-// last commit put it (franz-go sees nothing new to commit): behind the
-// stored progress, which drops what a restart fetches again.
+// endWithoutOffsets ends an interval that has no offsets to commit, not
+// even committed ones to commit again (fenceOffsets), on the client rather
+// than the session: it commits unless a partition it wrote to is no longer
+// active (revoked or lost since it began; then the next owner does that
+// work). Its changelog records are produced before this check, so a new
+// owner restoring the partition waits for this transaction
+// (read_committed) and sees what it did.
 func (c *cycle) endWithoutOffsets(ctx context.Context) (bool, error) {
 	commit := true
 	for _, tc := range c.tasks {

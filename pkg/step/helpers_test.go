@@ -129,9 +129,9 @@ type env struct {
 	nparts int32
 }
 
-func newEnv(t testing.TB, partitions int32) *env {
+func newEnv(t testing.TB, partitions int32, opts ...kfake.Opt) *env {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(int(partitions)))
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(int(partitions))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

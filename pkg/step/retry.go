@@ -165,17 +165,32 @@ func (c *cycle) rewinds() map[string]map[int32]kgo.EpochOffset {
 	return out
 }
 
-// commitContext makes the transaction commit the offsets a held partition
-// reached, not those it was polled to. The session commits the position of
-// the last record polled; a partition that stopped at a failing record was
-// polled past it, and committing that would lose the record and those after
-// it if this process died during the backoff.
-func (c *cycle) commitContext(ctx context.Context) context.Context {
+// commitContext shapes the offsets the transaction commits. A partition
+// held in this interval commits the offsets it reached, not those it was
+// polled to: the session commits the position of the last record polled,
+// and a partition that stopped at a failing record was polled past it;
+// committing that would lose the record and those after it if this process
+// died during the backoff. An interval that polled nothing commits fence
+// (its partitions' committed offsets again) instead of nothing.
+func (c *cycle) commitContext(ctx context.Context, fence map[string]map[int32]kgo.EpochOffset) context.Context {
 	rw := c.rewinds()
-	if len(rw) == 0 {
+	if len(rw) == 0 && len(fence) == 0 {
 		return ctx
 	}
 	return kgo.PreTxnCommitFnContext(ctx, func(req *kmsg.TxnOffsetCommitRequest) error {
+		if len(req.Topics) == 0 {
+			for topic, ps := range fence {
+				rt := kmsg.NewTxnOffsetCommitRequestTopic()
+				rt.Topic, rt.TopicID = topic, c.rt.topicIDs[topic]
+				for p, eo := range ps {
+					rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+					rp.Partition, rp.Offset, rp.LeaderEpoch = p, eo.Offset, eo.Epoch
+					rp.Metadata = &req.MemberID
+					rt.Partitions = append(rt.Partitions, rp)
+				}
+				req.Topics = append(req.Topics, rt)
+			}
+		}
 		for i := range req.Topics {
 			ps := rw[req.Topics[i].Topic]
 			for j := range req.Topics[i].Partitions {
@@ -187,6 +202,39 @@ func (c *cycle) commitContext(ctx context.Context) context.Context {
 		}
 		return nil
 	})
+}
+
+// fenceOffsets are the committed offsets of the partitions this interval
+// wrote to, for a transaction that polled nothing to commit again. Only a
+// TxnOffsetCommit has the broker check that this member still belongs to
+// the group's generation (KIP-447); a transaction without one commits
+// whatever its member thinks it owns. A process paused past its session
+// timeout, or cut off from the group coordinator alone, would go on firing
+// the timers of partitions another member now owns and commit them: the
+// coordinator re-sending a compensation the new owner has moved past, an
+// old state written over the new one. With the offsets, the broker refuses
+// it (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID) and the transaction aborts;
+// and a new owner's offset fetch waits for a transaction that did commit
+// them (RequireStable), so it sees what that transaction did.
+func (c *cycle) fenceOffsets() map[string]map[int32]kgo.EpochOffset {
+	committed := c.rt.cl.CommittedOffsets()
+	var out map[string]map[int32]kgo.EpochOffset
+	for p := range c.tasks {
+		for _, topic := range c.rt.topics {
+			eo, ok := committed[topic][p]
+			if !ok {
+				continue
+			}
+			if out == nil {
+				out = make(map[string]map[int32]kgo.EpochOffset)
+			}
+			if out[topic] == nil {
+				out[topic] = make(map[int32]kgo.EpochOffset)
+			}
+			out[topic][p] = eo
+		}
+	}
+	return out
 }
 
 // rewindFetch, once the interval committed, moves the consumer of each

@@ -28,10 +28,13 @@ type Runtime struct {
 	cfg    Config
 	log    zerolog.Logger
 	m      *stepMetrics
-	source string              // ce_source of what the step emits
-	topics []string            // consumed: the inputs and the retry topic
-	byName map[string]*handler // handlers by event full name
-	tr     *tracer             // nil when Config.Tracing is (trace.go)
+	source string   // ce_source of what the step emits
+	topics []string // consumed: the inputs and the retry topic
+	// topicIDs are the consumed topics' ids, for the offsets a transaction
+	// commits again to be fenced (fenceOffsets). Set by prepare.
+	topicIDs map[string][16]byte
+	byName   map[string]*handler // handlers by event full name
+	tr       *tracer             // nil when Config.Tracing is (trace.go)
 
 	running atomic.Bool
 	started atomic.Bool
@@ -351,6 +354,17 @@ func (rt *Runtime) prepare(ctx context.Context) (int32, error) {
 	if err != nil {
 		return 0, err
 	}
+	tds, err := adm.ListTopics(ctx, rt.topics...)
+	if err == nil {
+		err = tds.Error()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("describe the topics step %s consumes: %w", rt.def.group(), err)
+	}
+	rt.topicIDs = make(map[string][16]byte, len(tds))
+	for t, td := range tds {
+		rt.topicIDs[t] = td.ID
+	}
 	rt.protocol = rt.cfg.GroupProtocol
 	if rt.protocol == GroupProtocolAuto {
 		rt.protocol = GroupProtocolClassic
@@ -394,8 +408,10 @@ func (rt *Runtime) connect() error {
 		kgo.ProducerLinger(0),
 	)
 	opts = append(opts, rt.traceOpts()...)
-	if rt.cfg.SessionTimeout > 0 {
-		opts = append(opts, kgo.SessionTimeout(rt.cfg.SessionTimeout))
+	if st := rt.cfg.SessionTimeout; st > 0 {
+		// Three heartbeats a session, as Kafka's clients default to (3 s
+		// of 45 s would refuse a session under 3 s).
+		opts = append(opts, kgo.SessionTimeout(st), kgo.HeartbeatInterval(min(3*time.Second, st/3)))
 	}
 	switch rt.protocol {
 	case GroupProtocolConsumer:
@@ -550,7 +566,7 @@ func (rt *Runtime) restore(ctx context.Context, t *task) {
 		Kafka:  rt.cfg.Kafka,
 		Store:  rt.store,
 		Topic:  rt.def.changelog(),
-		Logger: t.log,
+		Logger: rt.log, // it adds the changelog's topic and partition
 		// Longer than a transaction of a dead previous owner can stay open.
 		SettleTimeout: 3 * rt.cfg.TransactionTimeout,
 		OnRecords:     func(n int) { rt.m.restoreRecords.Add(float64(n)) },

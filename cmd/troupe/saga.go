@@ -61,23 +61,34 @@ step, time, topic, partition, offset, note), orphans.`,
 			return err
 		},
 	})
-	var status, cursor string
+	var status, reason, id, cursor string
 	var limit int
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List instances, newest first, optionally by status",
+		Short: "List instances, newest first, optionally by status, reason or id",
 		Long: `Lists instances newest first (by start time), a page at a time: past the
-first page, pass the --cursor the previous page printed.`,
+first page, pass the --cursor the previous page printed (with the same
+filters). The filters combine: --status, --reason (the event that failed
+the saga, as the topology's fails_on names it, or "timeout") and --id (a
+part of the saga id).`,
 		Example: `  troupe saga list
   troupe saga list --status FAILED
-  troupe saga list --status COMPENSATED --limit 500 --json
+  troupe saga list --status COMPENSATED --reason PaymentDeclined
+  troupe saga list --reason timeout --json
+  troupe saga list --id order-17
   troupe saga list --limit 100 --cursor MTc2NDU3...`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			q := url.Values{}
 			if status != "" {
 				q.Set("status", strings.ToUpper(status))
+			}
+			if reason != "" {
+				q.Set("reason", reason)
+			}
+			if id != "" {
+				q.Set("id", id)
 			}
 			if cursor != "" {
 				q.Set("cursor", cursor)
@@ -107,7 +118,9 @@ first page, pass the --cursor the previous page printed.`,
 			return nil
 		},
 	}
-	list.Flags().StringVar(&status, "status", "", "only instances with this status")
+	list.Flags().StringVar(&status, "status", "", "only instances with this status (RUNNING, COMPLETED, COMPENSATING, COMPENSATED, FAILED)")
+	list.Flags().StringVar(&reason, "reason", "", `only instances failed by this event (a fails_on type's short name) or by "timeout"`)
+	list.Flags().StringVar(&id, "id", "", "only instances whose saga id contains this")
 	list.Flags().IntVar(&limit, "limit", saga.DefaultLimit, fmt.Sprintf("at most this many (1-%d)", saga.MaxLimit))
 	list.Flags().StringVar(&cursor, "cursor", "", "start after the previous page (the cursor it printed)")
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")

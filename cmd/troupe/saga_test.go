@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,10 +42,12 @@ func TestSagaCommandsOutput(t *testing.T) {
 		History: []saga.Entry{{Type: "OrderPlaced", Time: t0, Topic: "orders", Partition: 3, Offset: 41}},
 	}
 	var cursors []string
+	var queries []url.Values
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/sagas/order-7", func(w http.ResponseWriter, _ *http.Request) { _ = json.NewEncoder(w).Encode(inst) })
 	mux.HandleFunc("GET /api/sagas", func(w http.ResponseWriter, r *http.Request) {
 		cursors = append(cursors, r.URL.Query().Get("cursor"))
+		queries = append(queries, r.URL.Query())
 		page := saga.Page{Items: []saga.Instance{inst}, Next: "NEXT"}
 		if r.URL.Query().Get("cursor") == "NEXT" {
 			page = saga.Page{Items: []saga.Instance{}}
@@ -79,6 +84,12 @@ func TestSagaCommandsOutput(t *testing.T) {
 	sagaRun(t, srv.URL, "saga", "list", "--cursor", "NEXT")
 	if len(cursors) != 2 || cursors[1] != "NEXT" {
 		t.Errorf("saga list --cursor NEXT asked with cursors %q", cursors)
+	}
+
+	sagaRun(t, srv.URL, "saga", "list", "--status", "compensated", "--reason", "OutOfStock", "--id", "order-7")
+	want := url.Values{"status": {"COMPENSATED"}, "reason": {"OutOfStock"}, "id": {"order-7"}, "limit": {"50"}}
+	if q := queries[len(queries)-1]; !maps.EqualFunc(q, want, slices.Equal) {
+		t.Errorf("saga list --status compensated --reason OutOfStock --id order-7 asked %v, want %v", q, want)
 	}
 
 	if out := sagaRun(t, srv.URL, "saga", "stats"); !strings.Contains(out, "orphans") || !strings.Contains(out, "2") {

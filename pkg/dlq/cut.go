@@ -88,7 +88,10 @@ var essential = []string{"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_
 	"ce_causationid", "ce_correlationid", "content-type", "traceparent", HeaderReplayCount,
 	HeaderReplayedFromTopic, HeaderReplayedFromPartition, HeaderReplayedFromOffset}
 
-func recordSize(r *kgo.Record) int {
+// RecordSize is r's size as franz-go measures it against
+// ProducerBatchMaxBytes, within a few bytes: a record over MaxBytes is
+// refused by the producer.
+func RecordSize(r *kgo.Record) int {
 	n := recordFraming + len(r.Key) + len(r.Value)
 	for _, h := range r.Headers {
 		n += headerFraming + len(h.Key) + len(h.Value)
@@ -112,7 +115,7 @@ func sum(b ...[]byte) string {
 // names each part cut. What the cut parts were can be read back from the
 // source record (Queue.Replay does).
 func fit(dl *kgo.Record, limit int) *kgo.Record {
-	if recordSize(dl) <= limit {
+	if RecordSize(dl) <= limit {
 		return dl
 	}
 	var cuts []Cut

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/troupehq/troupe/pkg/dlq"
 	"github.com/troupehq/troupe/pkg/event"
 	"github.com/troupehq/troupe/pkg/logging"
 	"github.com/troupehq/troupe/pkg/state"
@@ -97,7 +98,31 @@ func (c *Context[S]) SetState(s S) {
 		c.c.fail(Permanent(fmt.Errorf("encode state of instance %q: %w", c.c.id, err)))
 		return
 	}
+	if n := len(c.c.id) + len(b); n > maxStateBytes {
+		c.c.fail(Permanent(fmt.Errorf("state of instance %q is %d bytes as JSON, over the %d its changelog record may take: keep large data elsewhere and a reference to it (an id, a URL) in the state", c.c.id, n, maxStateBytes)))
+		return
+	}
 	c.c.inst.State = b
+}
+
+// maxStateBytes bounds an instance's state (and key), leaving room in its
+// changelog record for what the runtime keeps beside it (the ids of the
+// events it remembers, the offsets it applied, its flags).
+const maxStateBytes = dlq.MaxBytes - 64<<10
+
+// fit fails the call, for good, if r would not fit in a record: franz-go
+// refuses a record over its batch limit, and a record it refuses aborts
+// the transaction carrying it again at every attempt, which would stall
+// every partition of the process. The input is dead-lettered instead
+// (retrying makes the event no smaller).
+func (c *call) fit(r *kgo.Record) error {
+	n := dlq.RecordSize(r)
+	if n <= dlq.MaxBytes {
+		return nil
+	}
+	err := Permanent(fmt.Errorf("emit %s to %s: the record is %d bytes, over the %d one may take: emit a reference to the payload (an id, a URL) instead of the payload", headerValue(r, event.HeaderType), r.Topic, n, dlq.MaxBytes))
+	c.fail(err)
+	return err
 }
 
 // DeleteState removes the instance's state. The instance still remembers
@@ -107,7 +132,9 @@ func (c *Context[S]) DeleteState() { c.c.inst.State = nil }
 // Emit produces ev to topic, keyed by the instance id, with headers caused
 // by the event being handled. Its ce_id is derived from the input's, so a
 // handler that runs again after a crash (AtLeastOnce) emits the same ids and
-// downstream steps drop the copies.
+// downstream steps drop the copies. An event too large for a record (over
+// dlq.MaxBytes with its headers) is a Permanent error, and fails the
+// handler even if it ignores it: the input is dead-lettered.
 func (c *Context[S]) Emit(topic string, ev any) error {
 	r, err := c.c.record(topic, ev, "")
 	if err != nil {
@@ -162,7 +189,11 @@ func (c *call) record(topic string, ev any, timer string) (*kgo.Record, error) {
 		return nil, fmt.Errorf("emit %s to %s: %w", typ, topic, err)
 	}
 	m := c.derivedMeta(typ, timer)
-	return &kgo.Record{Topic: topic, Key: []byte(c.id), Value: v, Headers: m.Headers()}, nil
+	r := &kgo.Record{Topic: topic, Key: []byte(c.id), Value: v, Headers: m.Headers()}
+	if err := c.fit(r); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // derivedMeta is the metadata of the next event this call emits: caused by

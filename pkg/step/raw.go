@@ -67,7 +67,8 @@ func Watch[S any](s *Step[S], h func(c *Context[S], r *kgo.Record) error, topics
 // OnTimer registers h to run when a timer set with Context.SetTimer fires.
 // h gets a Context for the timer's instance (its state, Emit, timers), and
 // the timer's name; like a handler, its effects apply only if it returns
-// nil. If h fails, the timer fires again a second later. Timers set with
+// nil. If h fails, the timer fires again a second later; if it fails with a
+// Permanent error, the timer is dropped (with an error log). Timers set with
 // After and At emit their event and do not call h.
 func OnTimer[S any](s *Step[S], h func(c *Context[S], name string) error) {
 	if s.def.onTimer != nil {
@@ -125,10 +126,14 @@ func (c *cycle) expire(p int32, id string) error {
 
 // EmitRaw produces value, an event of type typ (its full name, the ce_type)
 // already encoded for topic, keyed by the instance id, with headers derived
-// from the event being handled as Emit does.
+// from the event being handled as Emit does. A record too large to produce
+// fails the handler, as Emit's error says.
 func (c *Context[S]) EmitRaw(topic, typ string, value []byte) {
 	m := c.c.derivedMeta(typ, "")
-	c.c.emits = append(c.c.emits, &kgo.Record{Topic: topic, Key: []byte(c.c.id), Value: value, Headers: m.Headers()})
+	r := &kgo.Record{Topic: topic, Key: []byte(c.c.id), Value: value, Headers: m.Headers()}
+	if c.c.fit(r) == nil {
+		c.c.emits = append(c.c.emits, r)
+	}
 }
 
 // Topic is the topic of the record being handled; empty in an OnTimer
@@ -229,10 +234,16 @@ func (c *cycle) guardTimer(j *job) verdict {
 }
 
 // finishTimer applies what an OnTimer handler did; a failed one re-arms
-// its timer a second later.
+// its timer a second later, unless it failed for good (Permanent: an
+// event too large to emit, say), which drops the timer.
 func (c *cycle) finishTimer(j *job) verdict {
 	d := j.timer
 	c.rt.m.timers.Inc()
+	if IsPermanent(j.err) {
+		c.rt.log.Error().Err(j.err).Str(logging.FieldSaga, d.id).Int32(logging.FieldPartition, j.tc.p).Str("timer", d.name).
+			Msg("OnTimer handler failed for good (the error is permanent); the timer is dropped")
+		return done
+	}
 	if j.err != nil {
 		c.rt.log.Error().Err(j.err).Str(logging.FieldSaga, d.id).Int32(logging.FieldPartition, j.tc.p).Str("timer", d.name).
 			Msg("OnTimer handler failed; the timer fires again in 1 s")

@@ -110,17 +110,21 @@ func (c *Context[S]) SetState(s S) {
 // events it remembers, the offsets it applied, its flags).
 const maxStateBytes = dlq.MaxBytes - 64<<10
 
-// fit fails the call, for good, if r would not fit in a record: franz-go
-// refuses a record over its batch limit, and a record it refuses aborts
-// the transaction carrying it again at every attempt, which would stall
-// every partition of the process. The input is dead-lettered instead
+// fit fails the call, for good, if r would not fit in a record of its
+// topic (Runtime.recordLimit): a record the producer or the broker refuses
+// aborts the transaction carrying it again at every attempt, which would
+// stall every partition of the process. The input is dead-lettered instead
 // (retrying makes the event no smaller).
 func (c *call) fit(r *kgo.Record) error {
 	n := dlq.RecordSize(r)
-	if n <= dlq.MaxBytes {
+	if n <= dlq.MaxBytes && n <= smallRecord {
 		return nil
 	}
-	err := Permanent(fmt.Errorf("emit %s to %s: the record is %d bytes, over the %d one may take: emit a reference to the payload (an id, a URL) instead of the payload", headerValue(r, event.HeaderType), r.Topic, n, dlq.MaxBytes))
+	limit, why := c.rt.recordLimit(c.ctx, r.Topic)
+	if n <= limit {
+		return nil
+	}
+	err := Permanent(fmt.Errorf("emit %s to %s: the record is %d bytes, over the %d one may take (%s): emit a reference to the payload (an id, a URL) instead of the payload", headerValue(r, event.HeaderType), r.Topic, n, limit, why))
 	c.fail(err)
 	return err
 }
@@ -133,8 +137,9 @@ func (c *Context[S]) DeleteState() { c.c.inst.State = nil }
 // by the event being handled. Its ce_id is derived from the input's, so a
 // handler that runs again after a crash (AtLeastOnce) emits the same ids and
 // downstream steps drop the copies. An event too large for a record (over
-// dlq.MaxBytes with its headers) is a Permanent error, and fails the
-// handler even if it ignores it: the input is dead-lettered.
+// dlq.MaxBytes with its headers, or over its topic's max.message.bytes) is
+// a Permanent error, and fails the handler even if it ignores it: the
+// input is dead-lettered.
 func (c *Context[S]) Emit(topic string, ev any) error {
 	r, err := c.c.record(topic, ev, "")
 	if err != nil {

@@ -74,6 +74,8 @@ type Runtime struct {
 	partitions int32
 	// known are the event types the codec knows (typeGuard).
 	known map[string]bool
+	// limits caches recordLimit's answer per topic (topicLimit).
+	limits sync.Map
 	// warned is when each kind of producer warning was last logged.
 	warned map[string]time.Time
 	// carry holds the records the last committed interval fetched but did

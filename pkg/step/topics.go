@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,7 +14,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/troupehq/troupe/pkg/dlq"
 	"github.com/troupehq/troupe/pkg/kafka"
+	"github.com/troupehq/troupe/pkg/logging"
 )
 
 // topicWait bounds how long a step waits at start for topics that are not
@@ -135,4 +138,51 @@ func offers848(ctx context.Context, adm *kadm.Client) (bool, error) {
 		}
 	})
 	return all, nil
+}
+
+// smallRecord is a size every topic takes (Kafka refuses a
+// max.message.bytes under 0), below which an emitted record's topic limit
+// is not looked up.
+const smallRecord = 16 << 10
+
+// recordLimit is the largest record topic takes, and why: franz-go's batch
+// limit (dlq.MaxBytes), or the topic's max.message.bytes less a batch's
+// framing if that is lower. The topic's config is read once per process,
+// on the first record that needs it; if it cannot be read, the franz-go
+// limit holds (and the broker has the last word).
+func (rt *Runtime) recordLimit(ctx context.Context, topic string) (int, string) {
+	if l, ok := rt.limits.Load(topic); ok {
+		l := l.(topicLimit)
+		return l.n, l.why
+	}
+	l := topicLimit{n: dlq.MaxBytes, why: "the producer's batch limit"}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rcs, err := kadm.NewClient(rt.cl).DescribeTopicConfigs(ctx, topic)
+	var rc kadm.ResourceConfig
+	if err == nil {
+		rc, err = rcs.On(topic, nil)
+	}
+	if err != nil {
+		rt.log.Warn().Err(err).Str(logging.FieldTopic, topic).Msg("cannot read the topic's max.message.bytes; holding its records to the producer's limit")
+	}
+	for _, c := range rc.Configs {
+		if c.Key != "max.message.bytes" || c.Value == nil {
+			continue
+		}
+		if n, err := strconv.Atoi(*c.Value); err == nil && n-batchFraming < l.n {
+			l = topicLimit{n: n - batchFraming, why: fmt.Sprintf("the topic's max.message.bytes is %d", n)}
+		}
+	}
+	rt.limits.Store(topic, l)
+	return l.n, l.why
+}
+
+// batchFraming is what a batch of one record adds to the record's size
+// (dlq.RecordSize counts the record's own framing).
+const batchFraming = 64
+
+type topicLimit struct {
+	n   int
+	why string
 }

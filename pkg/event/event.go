@@ -41,6 +41,11 @@ const (
 	HeaderCausationID   = "ce_causationid"
 	HeaderCorrelationID = "ce_correlationid"
 	HeaderTraceParent   = "traceparent"
+	// HeaderTimer names the step timer that emitted the event (set with
+	// After, At or SetTimer); absent when a handler emitted it for its
+	// input. The saga history notes it, and the UI's timeline draws the
+	// wait.
+	HeaderTimer = "troupe_timer"
 
 	SpecVersion     = "1.0"
 	ContentTypeAvro = "application/avro"
@@ -56,6 +61,7 @@ type Metadata struct {
 	CausationID   string    // ce_id of the event that caused this one
 	CorrelationID string    // shared by every event of one saga instance
 	TraceParent   string    // W3C trace context, passed through untouched
+	Timer         string    // the step timer that emitted it (HeaderTimer); empty: a handler did
 	// IDDerived says the record had no ce_id: ID is DerivedID of its place,
 	// which dedupes a redelivery of the record but not a producer's retry
 	// (a second record). Consumers count such events.
@@ -137,6 +143,7 @@ func (m Metadata) Headers() []kgo.RecordHeader {
 	add(HeaderCausationID, m.CausationID)
 	add(HeaderCorrelationID, m.CorrelationID)
 	add(HeaderTraceParent, m.TraceParent)
+	add(HeaderTimer, m.Timer)
 	return h
 }
 
@@ -170,6 +177,8 @@ func FromRecord(r *kgo.Record) (Metadata, error) {
 			f, bit = &m.CorrelationID, 1<<5
 		case HeaderTraceParent:
 			f, bit = &m.TraceParent, 1<<6
+		case HeaderTimer:
+			f, bit = &m.Timer, 1<<14
 		case HeaderTime:
 			if seen&(1<<7) != 0 {
 				continue

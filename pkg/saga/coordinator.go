@@ -117,7 +117,7 @@ func (c *Coordinator) onEvent(sc *step.Context[Instance], typ string) error {
 	wasStarted := inst != nil && inst.Started()
 	meta := sc.Meta()
 	inst, acts := c.m.OnEvent(sc.Key(), inst, Event{Type: typ, Time: sc.Time(), Now: time.Now(), Topic: sc.Topic(), Partition: sc.Partition(), Offset: sc.Offset(),
-		Source: meta.Source, ID: meta.ID, CausationID: meta.CausationID})
+		Source: meta.Source, ID: meta.ID, CausationID: meta.CausationID, Timer: meta.Timer})
 	if !before.started && inst.Started() {
 		inst.TraceID = sc.TraceID() // its trigger's
 	}

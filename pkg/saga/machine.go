@@ -347,6 +347,9 @@ type Event struct {
 	Source      string
 	ID          string
 	CausationID string
+	// Timer is the step timer that emitted it (event.HeaderTimer): its
+	// history entry notes it, for the wait to show.
+	Timer string
 }
 
 // Relevant reports whether the coordinator tracks events of this type.
@@ -514,6 +517,9 @@ func (m *Machine) apply(inst *Instance, ev Event, note0 string) []Action {
 		step = m.commandOf[ev.Type] // a command: the step it compensates
 	}
 	var notes []string
+	if ev.Timer != "" {
+		notes = append(notes, "emitted by timer "+ev.Timer)
+	}
 
 	for _, s := range m.implied(ev.Type) {
 		if n, done := m.complete(inst, s, &acts); done {

@@ -75,7 +75,7 @@ func runScenario(t *testing.T, m *Machine, topo *topology.Topology, in string) s
 		if len(f) < 3 {
 			t.Fatalf("bad line %q: want 'event AT TYPE [cause=TYPE2]' or 'timer AT NAME'", line)
 		}
-		cause, evTime, source := "", time.Time{}, ""
+		cause, evTime, source, timer := "", time.Time{}, "", ""
 		for _, kv := range f[3:] {
 			k, v, _ := strings.Cut(kv, "=")
 			switch {
@@ -85,6 +85,8 @@ func runScenario(t *testing.T, m *Machine, topo *topology.Topology, in string) s
 				cause = "id-" + v
 			case k == "source":
 				source = v
+			case k == "timer":
+				timer = v
 			case k == "time":
 				d, err := time.ParseDuration(v)
 				if err != nil {
@@ -112,7 +114,7 @@ func runScenario(t *testing.T, m *Machine, topo *topology.Topology, in string) s
 				source = sourceOf(topo, full)
 			}
 			inst, acts = m.OnEvent("order-1", inst, Event{Type: full, Time: evTime, Now: at, Topic: topic, Offset: offset,
-				Source: source, ID: "id-" + f[2], CausationID: cause})
+				Source: source, ID: "id-" + f[2], CausationID: cause, Timer: timer})
 			offset++
 		case "timer":
 			acts = m.OnTimer(inst, f[2], at)

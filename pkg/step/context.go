@@ -38,6 +38,8 @@ type call struct {
 	meta event.Metadata
 	id   string
 	inst *state.Instance
+	// timer is the timer an OnTimer call runs for; empty for a record.
+	timer string
 
 	emits  []*kgo.Record
 	timers []timerOp
@@ -214,7 +216,7 @@ func (c *call) derivedMeta(typ, timer string) event.Metadata {
 	}
 	m := event.Metadata{
 		Source: c.rt.source, Type: typ, Time: time.Now().UTC(), SagaID: saga,
-		CausationID: c.meta.ID, CorrelationID: corr, TraceParent: c.meta.TraceParent,
+		CausationID: c.meta.ID, CorrelationID: corr, TraceParent: c.meta.TraceParent, Timer: c.timer,
 	}
 	if typ != "" {
 		c.derived++

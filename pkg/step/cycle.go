@@ -447,6 +447,7 @@ func (c *cycle) fireTimers(now time.Time) error {
 			m := event.Metadata{
 				ID: d.tm.EventID, Source: rt.source, Type: d.tm.Type, Time: now.UTC(),
 				SagaID: d.tm.SagaID, CausationID: d.tm.CausationID, CorrelationID: d.tm.CorrelationID, TraceParent: d.tm.TraceParent,
+				Timer: name,
 			}
 			rt.cl.Produce(c.pctx, &kgo.Record{Topic: d.tm.Topic, Key: []byte(id), Value: d.tm.Value, Headers: m.Headers()}, c.promise)
 			rt.m.timers.Inc()

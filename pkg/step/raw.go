@@ -229,7 +229,7 @@ func (c *cycle) guardTimer(j *job) verdict {
 	}
 	name := d.name
 	j.h = &handler{call: func(cl *call, _ any) error { return rt.def.onTimer(cl, name) }}
-	j.cl = &call{rt: rt, rec: &kgo.Record{Partition: p, Offset: -1, Key: []byte(d.id), Timestamp: d.at}, meta: meta, id: d.id}
+	j.cl = &call{rt: rt, rec: &kgo.Record{Partition: p, Offset: -1, Key: []byte(d.id), Timestamp: d.at}, meta: meta, id: d.id, timer: name}
 	return verdict{kind: vCall}
 }
 

@@ -420,8 +420,8 @@ func TestRawHandlerAndTimerCallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.Value != (Done{ID: "x/tick"}) || out.Meta.Type != "t.Done" {
-		t.Errorf("timer emitted %+v (%s)", out.Value, out.Meta.Type)
+	if out.Value != (Done{ID: "x/tick"}) || out.Meta.Type != "t.Done" || out.Meta.Timer != "tick" {
+		t.Errorf("timer emitted %+v (%s, timer %q)", out.Value, out.Meta.Type, out.Meta.Timer)
 	}
 	time.Sleep(200 * time.Millisecond)
 	st, _, err := steptest.State[seen](d, "x")

@@ -337,11 +337,11 @@ func TestTimers(t *testing.T) {
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("fired %v, want %v", got, want)
 			}
-			// The fired event carries the id fixed when it was set, and the
-			// cause.
+			// The fired event carries the id fixed when it was set, the
+			// cause, and the timer's name.
 			for _, r := range e.consume("counted", 3, time.Second) {
 				m, _ := event.FromRecord(r)
-				if m.IDDerived || m.CausationID == "" || m.Type != "troupe.test.Counted" || m.Source != e.app+".count" {
+				if m.IDDerived || m.CausationID == "" || m.Type != "troupe.test.Counted" || m.Source != e.app+".count" || m.Timer != "reply" {
 					t.Fatalf("fired event metadata %+v", m)
 				}
 			}

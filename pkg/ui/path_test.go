@@ -116,6 +116,16 @@ func TestPathAndTimeline(t *testing.T) {
 		t.Errorf("payment's compensation notes %v, want its re-send", r.Notes)
 	}
 
+	// Inventory's answer came from its timer (a SLOW- sku): the span is
+	// a wait on that timer.
+	slow := inst
+	slow.History = slices.Clone(inst.History)
+	slow.History[2].Note = "emitted by timer slow-reserve"
+	out = runApp(t, fx, "eval", "(() => { const r = timelineOf(view.topology, "+mustJSON(t, slow)+").rows[1]; return [r.step, r.segments[0].kind, r.segments[0].label, r.notes.join()]; })()")
+	if out != `["inventory","timer","waiting on timer slow-reserve","waited on timer slow-reserve"]`+"\n" {
+		t.Errorf("inventory's timeline, answered by its timer: %s", out)
+	}
+
 	out = runApp(t, fx, "eval", "timelineOf(view.topology, "+mustJSON(t, held)+").rows[1].segments.map((s) => s.kind)")
 	if out != `["retrying","parked"]`+"\n" {
 		t.Errorf("inventory's timeline, held by a dead letter: %s, want retrying then parked", out)

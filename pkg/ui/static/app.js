@@ -227,8 +227,9 @@ function drawDiagram(box, topo, inst) {
 // ---- the timeline -------------------------------------------------------
 
 // timelineOf turns an instance's history into rows on a time axis: each
-// step's span from its input to its output (or to its dead letter, then
-// parked until a replay or discard), then the compensation phase, each
+// step's span from its input to its output (a wait when a timer of the
+// step emitted it; or to its dead letter, then parked until a replay or
+// discard), then the compensation phase, each
 // compensated step from its command to its ack, with re-sends counted.
 // Times are ms since the epoch.
 function timelineOf(topo, inst) {
@@ -252,7 +253,11 @@ function timelineOf(topo, inst) {
       if (m) row.notes.push(`${m[1]} attempts, then a dead letter`);
       if (out && settled) row.segments.push({ kind: "run", from: t(settled), to: t(out), label: "after the replay" });
     } else if (out) {
-      row.segments.push({ kind: s.emits.includes(out.type) && topo.failsOn.includes(out.type) ? "failed" : "run", from: t(input), to: t(out) });
+      // An output a timer emitted (After, At or SetTimer) was waited for.
+      const timer = /emitted by timer (\S+)/.exec(out.note || "");
+      const kind = topo.failsOn.includes(out.type) ? "failed" : timer ? "timer" : "run";
+      row.segments.push({ kind, from: t(input), to: t(out), label: timer ? `waiting on timer ${timer[1]}` : "" });
+      if (timer) row.notes.push(`waited on timer ${timer[1]}`);
     } else {
       row.segments.push({ kind: "waiting", from: t(input), to: end, label: inst.status === "RUNNING" ? "waiting for its answer (a timer or a slow handler)" : "no answer" });
     }

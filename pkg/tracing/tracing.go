@@ -13,9 +13,10 @@
 // What is read from the environment: OTEL_SDK_DISABLED, OTEL_TRACES_EXPORTER
 // (otlp or none), OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, the
 // sampler (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG: parent-based
-// always-on by default), every OTEL_EXPORTER_OTLP_[TRACES_]* variable of
+// always-on by default), the OTEL_EXPORTER_OTLP_[TRACES_]* variables of
 // the OTLP/HTTP exporter (ENDPOINT, HEADERS, TIMEOUT, COMPRESSION,
-// CERTIFICATE, PROTOCOL: http/protobuf or http/json; grpc is refused), and
+// CERTIFICATE, CLIENT_CERTIFICATE and CLIENT_KEY; PROTOCOL: http/protobuf
+// only, see otlp.go), and
 // OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
 // OTEL_BSP_SCHEDULE_DELAY and OTEL_BSP_EXPORT_TIMEOUT for the batching.
 //
@@ -43,7 +44,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kotel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -62,8 +62,7 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Logger gets export failures, at warn, at most once a minute.
 	Logger zerolog.Logger
-	// Getenv reads the environment; default os.Getenv. The OTLP exporter
-	// reads its own variables from the process environment.
+	// Getenv reads the environment; default os.Getenv.
 	Getenv func(string) string
 }
 
@@ -108,7 +107,7 @@ func FromEnv(ctx context.Context, o Options) (*Provider, error) {
 	if !Enabled(getenv) {
 		return nil, nil
 	}
-	exp, err := otlptracehttp.New(ctx)
+	exp, err := newExporter(getenv)
 	if err != nil {
 		return nil, fmt.Errorf("OTLP trace exporter (check the OTEL_EXPORTER_OTLP_* variables): %w", err)
 	}
@@ -140,7 +139,9 @@ func checkEnv(getenv func(string) string) error {
 	}
 	for _, k := range []string{"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"} {
 		switch p := strings.TrimSpace(getenv(k)); p {
-		case "", "http/protobuf", "http/json":
+		case "", "http/protobuf":
+		case "http/json":
+			errs = append(errs, fmt.Errorf("%s=%s: troupe exports OTLP as protobuf over HTTP, which every collector takes (set it to http/protobuf, or leave it unset)", k, p))
 		default:
 			errs = append(errs, fmt.Errorf("%s=%s: troupe exports OTLP over HTTP only (set it to http/protobuf, and the endpoint to the collector's HTTP port, usually 4318)", k, p))
 		}

@@ -15,9 +15,9 @@ import (
 	"sync"
 	"testing"
 
-	collector "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -39,7 +39,33 @@ type Receiver struct {
 
 	mu       sync.Mutex
 	spans    []Span
+	raw      []*tracepb.ResourceSpans
+	headers  http.Header // of the last request decoded
 	requests int
+	fail     int // requests still to answer 503
+}
+
+// FailNext makes the receiver answer the next n requests 503 Service
+// Unavailable, as a collector under pressure does.
+func (r *Receiver) FailNext(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fail = n
+}
+
+// ResourceSpans returns every ResourceSpans received, as the collector's
+// protobuf types decode them.
+func (r *Receiver) ResourceSpans() []*tracepb.ResourceSpans {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*tracepb.ResourceSpans(nil), r.raw...)
+}
+
+// Header is header k of the last request decoded.
+func (r *Receiver) Header(k string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.headers.Get(k)
 }
 
 // NewReceiver starts a receiver, closed when the test ends. Point
@@ -73,6 +99,16 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "want POST /v1/traces", http.StatusNotFound)
 		return
 	}
+	r.mu.Lock()
+	fail := r.fail > 0
+	if fail {
+		r.fail--
+	}
+	r.mu.Unlock()
+	if fail {
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+		return
+	}
 	var body io.Reader = req.Body
 	if req.Header.Get("Content-Encoding") == "gzip" {
 		zr, err := gzip.NewReader(req.Body)
@@ -91,13 +127,42 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "want application/x-protobuf, got "+ct, http.StatusUnsupportedMediaType)
 		return
 	}
-	var ex collector.ExportTraceServiceRequest
-	if err := proto.Unmarshal(raw, &ex); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+	// ExportTraceServiceRequest is field 1, repeated ResourceSpans: read
+	// here, so that the collector's service package (and gRPC with it)
+	// stays out of the build; each ResourceSpans decodes with its
+	// generated type.
+	var resourceSpans []*tracepb.ResourceSpans
+	for b := raw; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			http.Error(w, protowire.ParseError(n).Error(), http.StatusBadRequest)
+			return
+		}
+		b = b[n:]
+		if num != 1 || typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				http.Error(w, protowire.ParseError(n).Error(), http.StatusBadRequest)
+				return
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			http.Error(w, protowire.ParseError(n).Error(), http.StatusBadRequest)
+			return
+		}
+		b = b[n:]
+		rs := &tracepb.ResourceSpans{}
+		if err := proto.Unmarshal(v, rs); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		resourceSpans = append(resourceSpans, rs)
 	}
 	var got []Span
-	for _, rs := range ex.GetResourceSpans() {
+	for _, rs := range resourceSpans {
 		service := ""
 		for _, kv := range rs.GetResource().GetAttributes() {
 			if kv.GetKey() == "service.name" {
@@ -127,11 +192,12 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	r.mu.Lock()
 	r.spans = append(r.spans, got...)
+	r.raw = append(r.raw, resourceSpans...)
+	r.headers = req.Header.Clone()
 	r.requests++
 	r.mu.Unlock()
-	out, _ := proto.Marshal(&collector.ExportTraceServiceResponse{})
 	w.Header().Set("Content-Type", "application/x-protobuf")
-	_, _ = w.Write(out)
+	w.WriteHeader(http.StatusOK) // an empty ExportTraceServiceResponse
 }
 
 // Silent returns the address of a listener that accepts connections and

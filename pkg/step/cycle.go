@@ -309,10 +309,7 @@ func (c *cycle) commitAtLeastOnce() error {
 		}
 		for topic := range tc.inputs {
 			_, eo, _ := tc.progress(topic)
-			if rt.pending[topic] == nil {
-				rt.pending[topic] = make(map[int32]kgo.EpochOffset)
-			}
-			rt.pending[topic][tc.p] = eo
+			rt.pending = putOffset(rt.pending, topic, tc.p, eo)
 		}
 	}
 	if len(rt.pending) > 0 {

@@ -171,11 +171,7 @@ func (e *env) readToEnd(topic string) []*kgo.Record {
 			e.t.Fatal(err)
 		}
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.kcfg.Brokers...), kgo.ConsumeTopics(topic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	cl := e.reader(topic)
 	defer cl.Close()
 	var out []*kgo.Record
 	for met := map[int32]bool{}; len(met) < int(e.nparts); {

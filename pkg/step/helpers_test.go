@@ -179,15 +179,22 @@ func (e *env) tick(topic, key string, n int64, id string) *kgo.Record {
 	return &kgo.Record{Topic: topic, Key: []byte(key), Value: v, Headers: m.Headers()}
 }
 
-// consume reads topic (read_committed) from the start until want records
-// arrived or the timeout passed, and returns them.
-func (e *env) consume(topic string, want int, timeout time.Duration) []*kgo.Record {
+// reader reads topic from its start, read_committed.
+func (e *env) reader(topic string) *kgo.Client {
 	e.t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(e.kcfg.Brokers...), kgo.ConsumeTopics(topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	return cl
+}
+
+// consume reads topic (read_committed) from the start until want records
+// arrived or the timeout passed, and returns them.
+func (e *env) consume(topic string, want int, timeout time.Duration) []*kgo.Record {
+	e.t.Helper()
+	cl := e.reader(topic)
 	defer cl.Close()
 	var out []*kgo.Record
 	deadline := time.Now().Add(timeout)

@@ -149,20 +149,25 @@ func (c *cycle) rewinds() map[string]map[int32]kgo.EpochOffset {
 	var out map[string]map[int32]kgo.EpochOffset
 	for p, tc := range c.tasks {
 		for topic := range tc.inputs {
-			_, eo, rewind := tc.progress(topic)
-			if !rewind {
-				continue
+			if _, eo, rewind := tc.progress(topic); rewind {
+				out = putOffset(out, topic, p, eo)
 			}
-			if out == nil {
-				out = make(map[string]map[int32]kgo.EpochOffset)
-			}
-			if out[topic] == nil {
-				out[topic] = make(map[int32]kgo.EpochOffset)
-			}
-			out[topic][p] = eo
 		}
 	}
 	return out
+}
+
+// putOffset sets m[topic][p] to eo, making the maps it needs, and returns
+// m.
+func putOffset(m map[string]map[int32]kgo.EpochOffset, topic string, p int32, eo kgo.EpochOffset) map[string]map[int32]kgo.EpochOffset {
+	if m == nil {
+		m = make(map[string]map[int32]kgo.EpochOffset)
+	}
+	if m[topic] == nil {
+		m[topic] = make(map[int32]kgo.EpochOffset)
+	}
+	m[topic][p] = eo
+	return m
 }
 
 // commitContext shapes the offsets the transaction commits. A partition
@@ -221,17 +226,9 @@ func (c *cycle) fenceOffsets() map[string]map[int32]kgo.EpochOffset {
 	var out map[string]map[int32]kgo.EpochOffset
 	for p := range c.tasks {
 		for _, topic := range c.rt.topics {
-			eo, ok := committed[topic][p]
-			if !ok {
-				continue
+			if eo, ok := committed[topic][p]; ok {
+				out = putOffset(out, topic, p, eo)
 			}
-			if out == nil {
-				out = make(map[string]map[int32]kgo.EpochOffset)
-			}
-			if out[topic] == nil {
-				out[topic] = make(map[int32]kgo.EpochOffset)
-			}
-			out[topic][p] = eo
 		}
 	}
 	return out

@@ -20,6 +20,8 @@ type soakSample struct {
 	at       time.Duration // since the first order
 	rssMiB   float64       // all troupe processes (steps, coordinators)
 	maxMiB   float64       // the largest one
+	heapMiB  float64       // their Go heaps in use (go_memstats_heap_inuse_bytes)
+	storeMiB float64       // their state stores' memtables and block caches (troupe_state_memory_bytes): bounded
 	lag      float64       // records behind, summed over every input partition of every process
 	commitMs float64       // mean commit (transaction) time over the interval since the last sample
 	ended    float64       // sagas ended so far (the coordinators' count)
@@ -135,7 +137,7 @@ func TestSagaSoak(t *testing.T) {
 	var samples []soakSample
 	var lastSum, lastCount float64
 	begin := time.Now()
-	t.Logf("%8s %9s %8s %8s %10s %8s", "t", "RSS MiB", "max MiB", "lag", "commit ms", "ended")
+	t.Logf("%8s %9s %8s %9s %10s %8s %10s %8s", "t", "RSS MiB", "max MiB", "heap MiB", "store MiB", "lag", "commit ms", "ended")
 	for next := begin.Add(every); ; next = next.Add(every) {
 		time.Sleep(time.Until(next))
 		e.alive()
@@ -148,11 +150,14 @@ func TestSagaSoak(t *testing.T) {
 			}
 			s.rssMiB += mib
 			s.maxMiB = max(s.maxMiB, mib)
-			m, err := scrape(p.http, "troupe_step_consumer_lag", "troupe_step_commit_seconds_sum", "troupe_step_commit_seconds_count", "troupe_saga_duration_seconds_count")
+			m, err := scrape(p.http, "troupe_step_consumer_lag", "troupe_step_commit_seconds_sum", "troupe_step_commit_seconds_count", "troupe_saga_duration_seconds_count",
+				"go_memstats_heap_inuse_bytes", "troupe_state_memory_bytes")
 			if err != nil {
 				t.Fatalf("scrape %s: %v", p.name, err)
 			}
 			s.lag += m["troupe_step_consumer_lag"]
+			s.heapMiB += m["go_memstats_heap_inuse_bytes"] / (1 << 20)
+			s.storeMiB += m["troupe_state_memory_bytes"] / (1 << 20)
 			sum += m["troupe_step_commit_seconds_sum"]
 			cnt += m["troupe_step_commit_seconds_count"]
 			s.ended += m["troupe_saga_duration_seconds_count"]
@@ -162,7 +167,7 @@ func TestSagaSoak(t *testing.T) {
 		}
 		lastSum, lastCount = sum, cnt
 		samples = append(samples, s)
-		t.Logf("%8s %9.1f %8.1f %8.0f %10.1f %8.0f", s.at.Round(time.Second), s.rssMiB, s.maxMiB, s.lag, s.commitMs, s.ended)
+		t.Logf("%8s %9.1f %8.1f %9.1f %10.1f %8.0f %10.1f %8.0f", s.at.Round(time.Second), s.rssMiB, s.maxMiB, s.heapMiB, s.storeMiB, s.lag, s.commitMs, s.ended)
 		if s.at >= dur {
 			break
 		}
@@ -192,11 +197,15 @@ func TestSagaSoak(t *testing.T) {
 	rss := func(s soakSample) float64 { return s.rssMiB }
 	lag := func(s soakSample) float64 { return s.lag }
 	commit := func(s soakSample) float64 { return s.commitMs }
+	heap := func(s soakSample) float64 { return s.heapMiB }
+	store := func(s soakSample) float64 { return s.storeMiB }
 	r0, r1 := mean(first, rss), mean(last, rss)
+	h0, h1 := mean(first, heap), mean(last, heap)
+	s0, s1 := mean(first, store), mean(last, store)
 	l0, l1 := mean(first, lag), mean(last, lag)
 	c0, c1 := mean(first, commit), mean(last, commit)
-	t.Logf("soak trend (first third → last third after a %s warm-up): RSS %.1f → %.1f MiB (%+.1f%%), lag %.0f → %.0f, commit %.1f → %.1f ms",
-		warmUp, r0, r1, 100*(r1-r0)/r0, l0, l1, c0, c1)
+	t.Logf("soak trend (first third → last third after a %s warm-up): RSS %.1f → %.1f MiB (%+.1f%%); state stores' memtables and caches %.1f → %.1f MiB (bounded); Go heaps %.1f → %.1f MiB (%+.1f%%); lag %.0f → %.0f, commit %.1f → %.1f ms",
+		warmUp, r0, r1, 100*(r1-r0)/r0, s0, s1, h0, h1, 100*(h1-h0)/max(h0, 1), l0, l1, c0, c1)
 
 	v := e.verify(ctx, run, 5*time.Minute)
 	p50, p99 := baseline(run, v)

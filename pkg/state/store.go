@@ -202,6 +202,13 @@ func (s *Store) InstanceID() string { return s.id.InstanceID }
 // Wiped says why Open wiped the store, or "" if it did not.
 func (s *Store) Wiped() string { return s.wiped }
 
+// Memory is what the store holds in memory: its memtables' arenas and its
+// block cache's contents, in bytes.
+func (s *Store) Memory() (memtables, cache int64) {
+	m := s.db.Metrics()
+	return int64(m.MemTable.Size), m.BlockCache.Size
+}
+
 // Close flushes the memtables (with DurabilityNone they are the only copy
 // of the latest writes) and closes the store.
 func (s *Store) Close() error {

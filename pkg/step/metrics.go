@@ -2,6 +2,7 @@ package step
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -207,4 +208,43 @@ func (m *stepMetrics) lagFn(lag map[string]map[int32]int64, _ []string, _ map[st
 
 func (m *stepMetrics) dropLag(topic string, p int32) {
 	m.lag.DeleteLabelValues(m.app, m.step, topic, strconv.Itoa(int(p)))
+}
+
+// memoryCollector reports the state stores' memory,
+// troupe_state_memory_bytes{app,step,kind}: kind memtables (Pebble's
+// memtable arenas, up to two of Options.MemTableSize) and block_cache (what
+// its cache holds, up to Options.CacheSize). Both are bounded; a soak tells
+// them from growth elsewhere. One collector per registry; each runtime adds
+// its store's reader.
+type memoryCollector struct {
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	read map[[2]string]func() (memtables, cache int64)
+}
+
+func newMemoryCollector() *memoryCollector {
+	return &memoryCollector{
+		desc: prometheus.NewDesc(metrics.Namespace+"_state_memory_bytes",
+			"Memory of the step's local state store by kind: memtables (Pebble's memtable arenas, at most two of 32 MiB by default) and block_cache (at most 64 MiB by default).",
+			[]string{"app", "step", "kind"}, nil),
+		read: map[[2]string]func() (int64, int64){},
+	}
+}
+
+func (c *memoryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *memoryCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, read := range c.read {
+		mem, cache := read()
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(mem), k[0], k[1], "memtables")
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(cache), k[0], k[1], "block_cache")
+	}
+}
+
+func (c *memoryCollector) add(app, step string, read func() (int64, int64)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.read[[2]string{app, step}] = read
 }

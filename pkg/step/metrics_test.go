@@ -114,3 +114,47 @@ func TestConsumerLagSkipsTransactionMarkers(t *testing.T) {
 		})
 	}
 }
+
+// The state store's memory is reported per step and kind, while the step
+// runs (the memtable holds what it wrote), and not after it stops.
+func TestStateMemoryMetric(t *testing.T) {
+	e := newEnv(t, 2)
+	reg := prometheus.NewRegistry()
+	cfg := e.config(t.TempDir(), ExactlyOnce)
+	cfg.Registerer = reg
+	r := start(t, countStep(e.app), cfg)
+	e.produce(0, 200, 10)
+	e.counted(200, 30*time.Second)
+	mem := func() map[string]float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, mf := range mfs {
+			if mf.GetName() != "troupe_state_memory_bytes" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["app"] != e.app || labels["step"] != "count" {
+					t.Errorf("labels %v", labels)
+				}
+				out[labels["kind"]] = m.GetGauge().GetValue()
+			}
+		}
+		return out
+	}
+	if m := mem(); m["memtables"] <= 0 || len(m) != 2 {
+		t.Fatalf("while running: %v, want memtables > 0 and block_cache", m)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if m := mem(); m["memtables"] != 0 || m["block_cache"] != 0 {
+		t.Fatalf("after stop: %v, want 0", m)
+	}
+}

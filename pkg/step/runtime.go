@@ -16,6 +16,7 @@ import (
 
 	"github.com/troupehq/troupe/pkg/kafka"
 	"github.com/troupehq/troupe/pkg/logging"
+	"github.com/troupehq/troupe/pkg/metrics"
 	"github.com/troupehq/troupe/pkg/replay"
 	"github.com/troupehq/troupe/pkg/state"
 )
@@ -176,6 +177,7 @@ func NewRuntime(s Definition, cfg Config) (*Runtime, error) {
 		return nil, fmt.Errorf("step %s: %w", d.group(), err)
 	}
 	rt.m = newStepMetrics(cfg.Registerer, d.app, d.name)
+	metrics.Register(cfg.Registerer, newMemoryCollector()).add(d.app, d.name, rt.storeMemory)
 	rt.tr = newTracer(cfg.Tracing, d, rt.topics, cfg)
 	return rt, nil
 }
@@ -466,6 +468,17 @@ func (rt *Runtime) shutdown() {
 	}
 	rt.mu.Unlock()
 	rt.restores.Wait()
+}
+
+// storeMemory is the state store's memory (memoryCollector): none before
+// Run opens it or after it closes.
+func (rt *Runtime) storeMemory() (memtables, cache int64) {
+	rt.storeMu.RLock()
+	defer rt.storeMu.RUnlock()
+	if rt.store == nil {
+		return 0, 0
+	}
+	return rt.store.Memory()
 }
 
 // topicHash names topic in an instance's applied offsets.

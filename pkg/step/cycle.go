@@ -109,18 +109,19 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		idle := commit && c.work == 0
 		var committed bool
 		var err error
+		// An interval that polled nothing since the last commit (timers
+		// fired, or records carried over were handled) commits its
+		// partitions' committed offsets again, for the broker to check
+		// this member's generation (fenceOffsets).
 		var fence map[string]map[int32]kgo.EpochOffset
-		if commit && !idle && len(rt.cl.UncommittedOffsets()) == 0 {
-			// Nothing polled since the last commit (timers fired, or
-			// records carried over were handled): the transaction commits
-			// its partitions' committed offsets again, for the broker to
-			// check this member's generation (see fenceOffsets).
+		polledNothing := commit && !idle && len(rt.cl.UncommittedOffsets()) == 0
+		if polledNothing {
 			fence = c.fenceOffsets()
 		}
-		if commit && !idle && len(rt.cl.UncommittedOffsets()) == 0 && len(fence) == 0 {
-			// No committed offset to fence with: the session's End would
-			// hold the loop 500 ms (it takes a commit without offsets for
-			// a pre-KIP-447 broker's), so the client ends it.
+		if polledNothing && len(fence) == 0 {
+			// Nothing to fence with: the session's End would hold the
+			// loop 500 ms (it takes a commit without offsets for a
+			// pre-KIP-447 broker's), so the client ends it.
 			committed, err = c.endWithoutOffsets(ectx)
 		} else {
 			committed, err = rt.sess.End(c.commitContext(ectx, fence), kgo.TransactionEndTry(commit && !idle))

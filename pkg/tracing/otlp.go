@@ -40,6 +40,9 @@ type exporter struct {
 	client     *http.Client
 	maxBackoff time.Duration
 	stopped    chan struct{}
+	// stop ends the requests in flight at Shutdown.
+	stop       context.Context
+	stopCancel context.CancelFunc
 }
 
 // newExporter reads the exporter's variables (traces-specific first, then
@@ -124,6 +127,7 @@ func newExporter(getenv func(string) string) (*exporter, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsCfg
 	e.client = &http.Client{Transport: tr}
+	e.stop, e.stopCancel = context.WithCancel(context.Background())
 	return e, nil
 }
 
@@ -154,6 +158,7 @@ func (e *exporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpa
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
+	defer context.AfterFunc(e.stop, cancel)()
 	backoff := 100 * time.Millisecond
 	for {
 		wait, err := e.post(ctx, body, encoding)
@@ -207,12 +212,14 @@ func (e *exporter) post(ctx context.Context, body []byte, encoding string) (time
 	return -1, fmt.Errorf("collector at %s answered %s: %s", e.url, resp.Status, bytes.TrimSpace(msg))
 }
 
-// Shutdown stops exporting: a retry in progress ends, later exports fail.
+// Shutdown stops exporting: a request or a retry in flight ends, later
+// exports fail.
 func (e *exporter) Shutdown(context.Context) error {
 	select {
 	case <-e.stopped:
 	default:
 		close(e.stopped)
+		e.stopCancel()
 		e.client.CloseIdleConnections()
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -131,5 +132,25 @@ func TestExporterEncoding(t *testing.T) {
 		if c.String() != w {
 			t.Errorf("attribute %s = %s, want %s", k, c.String(), w)
 		}
+	}
+}
+
+// Shutdown ends an export in flight to a collector that never answers
+// rather than waiting out the exporter's timeout (30 s here).
+func TestShutdownCancelsExport(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+tracingtest.Silent(t))
+	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30000")
+	p, err := tracing.FromEnv(context.Background(), tracing.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, s := p.TracerProvider().Tracer("test").Start(context.Background(), "work")
+	s.End()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	_ = p.Shutdown(ctx) // the span could not be exported: an error is expected
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("Shutdown took %s with a 500 ms context: it waited on the export in flight", d)
 	}
 }

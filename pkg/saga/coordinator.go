@@ -13,7 +13,6 @@ import (
 
 	"github.com/troupehq/troupe/pkg/avro"
 	"github.com/troupehq/troupe/pkg/dlq"
-	"github.com/troupehq/troupe/pkg/logging"
 	"github.com/troupehq/troupe/pkg/metrics"
 	"github.com/troupehq/troupe/pkg/step"
 	"github.com/troupehq/troupe/pkg/topology"
@@ -153,7 +152,7 @@ func (c *Coordinator) onRecovery(sc *step.Context[Instance], r *kgo.Record) erro
 	if r.Topic == c.t.DLQ(name) {
 		d, err := dlq.Parse(r)
 		if err != nil {
-			sc.Logger().Warn().Err(err).Str(logging.FieldTopic, r.Topic).Int64(logging.FieldOffset, r.Offset).Msg("record in a DLQ is not a troupe dead letter; not recorded in the saga history")
+			sc.Logger().Warn().Err(err).Msg("record in a DLQ is not a troupe dead letter; not recorded in the saga history") // the logger names its topic, partition and offset
 			return nil
 		}
 		rec.Kind, rec.Time = EntryDeadLetter, d.FailedAt

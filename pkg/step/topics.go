@@ -140,9 +140,8 @@ func offers848(ctx context.Context, adm *kadm.Client) (bool, error) {
 	return all, nil
 }
 
-// smallRecord is a size every topic takes (Kafka refuses a
-// max.message.bytes under 0), below which an emitted record's topic limit
-// is not looked up.
+// smallRecord is the size below which an emitted record's topic limit is
+// not looked up: no topic is worth a lookup for records that small.
 const smallRecord = 16 << 10
 
 // recordLimit is the largest record topic takes, and why: franz-go's batch
@@ -156,6 +155,7 @@ func (rt *Runtime) recordLimit(ctx context.Context, topic string) (int, string) 
 		return l.n, l.why
 	}
 	l := topicLimit{n: dlq.MaxBytes, why: "the producer's batch limit"}
+	call := ctx
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	rcs, err := kadm.NewClient(rt.cl).DescribeTopicConfigs(ctx, topic)
@@ -164,6 +164,9 @@ func (rt *Runtime) recordLimit(ctx context.Context, topic string) (int, string) 
 		rc, err = rcs.On(topic, nil)
 	}
 	if err != nil {
+		if call.Err() != nil {
+			return l.n, l.why // the call ended (shutdown, its timeout): ask again next time
+		}
 		rt.log.Warn().Err(err).Str(logging.FieldTopic, topic).Msg("cannot read the topic's max.message.bytes; holding its records to the producer's limit")
 	}
 	for _, c := range rc.Configs {

@@ -354,21 +354,11 @@ func (rt *Runtime) prepare(ctx context.Context) (int32, error) {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	n, err := prepareTopics(ctx, cl, rt.def, kafka.TopicWait{Max: topicWait, Log: rt.log})
+	n, ids, err := prepareTopics(ctx, cl, rt.def, kafka.TopicWait{Max: topicWait, Log: rt.log})
 	if err != nil {
 		return 0, err
 	}
-	tds, err := adm.ListTopics(ctx, rt.topics...)
-	if err == nil {
-		err = tds.Error()
-	}
-	if err != nil {
-		return 0, fmt.Errorf("describe the topics step %s consumes: %w", rt.def.group(), err)
-	}
-	rt.topicIDs = make(map[string][16]byte, len(tds))
-	for t, td := range tds {
-		rt.topicIDs[t] = td.ID
-	}
+	rt.topicIDs = ids
 	rt.protocol = rt.cfg.GroupProtocol
 	if rt.protocol == GroupProtocolAuto {
 		rt.protocol = GroupProtocolClassic

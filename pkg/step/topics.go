@@ -31,7 +31,10 @@ var topicWait = kafka.DefaultTopicWait
 // Topics that are not visible yet are waited for (wait): a topic created
 // just before the step started may not have reached every broker. An input
 // still missing after the wait is an error naming it and the fix.
-func prepareTopics(ctx context.Context, cl *kgo.Client, d *definition, wait kafka.TopicWait) (int32, error) {
+//
+// It also returns the ids of the topics the step consumes (its inputs and
+// retry topic), from the metadata it waited for, for fenceOffsets.
+func prepareTopics(ctx context.Context, cl *kgo.Client, d *definition, wait kafka.TopicWait) (int32, map[string][16]byte, error) {
 	adm := kadm.NewClient(cl)
 	wait.Log = wait.Log.With().Str("group", d.group()).Logger()
 	inputs, err := kafka.AwaitTopics(ctx, cl, d.inputs, wait)
@@ -40,10 +43,10 @@ func prepareTopics(ctx context.Context, cl *kgo.Client, d *definition, wait kafk
 		for _, in := range me.Topics {
 			errs = append(errs, fmt.Errorf("input topic %s does not exist (create it: troupe topics apply); waited %s for it", in, me.Waited.Round(time.Second)))
 		}
-		return 0, errors.Join(errs...)
+		return 0, nil, errors.Join(errs...)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("describe topics of step %s: %w", d.group(), err)
+		return 0, nil, fmt.Errorf("describe topics of step %s: %w", d.group(), err)
 	}
 	counts := map[int32][]string{}
 	for _, in := range d.inputs {
@@ -56,7 +59,7 @@ func prepareTopics(ctx context.Context, cl *kgo.Client, d *definition, wait kafk
 			parts = append(parts, fmt.Sprintf("%d: %s", n, strings.Join(ts, ", ")))
 		}
 		slices.Sort(parts)
-		return 0, fmt.Errorf("inputs of step %s have different partition counts (%s); co-partitioned topics need one count (fix the topology and run troupe topics apply)", d.group(), strings.Join(parts, "; "))
+		return 0, nil, fmt.Errorf("inputs of step %s have different partition counts (%s); co-partitioned topics need one count (fix the topology and run troupe topics apply)", d.group(), strings.Join(parts, "; "))
 	}
 	var n int32
 	for c := range counts {
@@ -66,7 +69,7 @@ func prepareTopics(ctx context.Context, cl *kgo.Client, d *definition, wait kafk
 	own := []string{d.retry(), d.changelog()}
 	tds, err := adm.ListTopics(ctx, own...)
 	if err != nil {
-		return 0, fmt.Errorf("describe topics of step %s: %w", d.group(), err)
+		return 0, nil, fmt.Errorf("describe topics of step %s: %w", d.group(), err)
 	}
 	configs := map[string]map[string]*string{
 		d.retry():     {"cleanup.policy": kadm.StringPtr("delete")},
@@ -81,27 +84,31 @@ func prepareTopics(ctx context.Context, cl *kgo.Client, d *definition, wait kafk
 			err = resp.Err
 		}
 		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-			return 0, fmt.Errorf("create topic %s (%d partitions): %w", t, n, err)
+			return 0, nil, fmt.Errorf("create topic %s (%d partitions): %w", t, n, err)
 		}
 	}
 	if err := createDLQ(ctx, adm, d, n); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	// What was just created (here or by another replica) must be visible
 	// before the restore and the group ask for it.
 	mine, err := kafka.AwaitTopics(ctx, cl, append(own, d.dlq()), wait)
 	if err != nil {
-		return 0, fmt.Errorf("topics of step %s: %w", d.group(), err)
+		return 0, nil, fmt.Errorf("topics of step %s: %w", d.group(), err)
 	}
 	for _, t := range own {
 		if got := int32(len(mine[t].Partitions)); got != n {
-			return 0, fmt.Errorf("topic %s has %d partitions, the inputs of step %s have %d (delete and recreate it with %d, or run troupe topics apply)", t, got, d.group(), n, n)
+			return 0, nil, fmt.Errorf("topic %s has %d partitions, the inputs of step %s have %d (delete and recreate it with %d, or run troupe topics apply)", t, got, d.group(), n, n)
 		}
 	}
 	if err := checkCompacted(ctx, adm, d.changelog()); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return n, nil
+	ids := map[string][16]byte{d.retry(): mine[d.retry()].TopicID}
+	for _, in := range d.inputs {
+		ids[in] = inputs[in].TopicID
+	}
+	return n, ids, nil
 }
 
 func checkCompacted(ctx context.Context, adm *kadm.Client, topic string) error {

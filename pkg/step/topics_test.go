@@ -74,7 +74,7 @@ func TestPrepareTopicsWaitsForLateInput(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		n, err := prepareTopics(t.Context(), cl, s.definition(), kafka.TopicWait{
+		n, _, err := prepareTopics(t.Context(), cl, s.definition(), kafka.TopicWait{
 			Max: 30 * time.Second, Every: time.Millisecond, Log: zerolog.New(logs),
 		})
 		done <- result{n, err}
@@ -123,7 +123,7 @@ func TestPrepareTopicsMissingInputAfterWait(t *testing.T) {
 	s := New[counter]("app", "count", Inputs("there", "never", "nope"))
 	const wait = 300 * time.Millisecond
 	start := time.Now()
-	_, err := prepareTopics(t.Context(), cl, s.definition(), kafka.TopicWait{Max: wait, Log: zerolog.Nop()})
+	_, _, err := prepareTopics(t.Context(), cl, s.definition(), kafka.TopicWait{Max: wait, Log: zerolog.Nop()})
 	took := time.Since(start)
 	if err == nil {
 		t.Fatal("no error for inputs that do not exist")
@@ -152,7 +152,7 @@ func TestPrepareTopicsWaitHonoursContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		_, err := prepareTopics(ctx, cl, s.definition(), kafka.TopicWait{Max: time.Minute, Every: time.Millisecond, Log: zerolog.New(logs)})
+		_, _, err := prepareTopics(ctx, cl, s.definition(), kafka.TopicWait{Max: time.Minute, Every: time.Millisecond, Log: zerolog.New(logs)})
 		done <- err
 	}()
 	waitFor(t, 10*time.Second, "the wait to begin", func() (bool, string) {

@@ -5,6 +5,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/troupehq/troupe/pkg/event"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Two revocations inside one transaction: a slow handler holds the
@@ -131,5 +134,87 @@ func (r *running) waitAssigned(t testing.TB, want int, timeout time.Duration) {
 			t.Fatalf("%d partitions assigned after %s, want %d", n, timeout, want)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// While a topology change rolls out, a step's replicas subscribe to
+// different topics (a saga's new step adds its topics to the coordinator's),
+// and KIP-848's broker assigns each topic among the members subscribed to
+// it: partition p of one topic to an old replica, of another to a new one.
+// A partition's state is one, so a member runs p only while it holds p on
+// every topic it consumes; the part it holds waits, paused, until the
+// rollout ends.
+func TestPartitionSplitAcrossTopicsWaits(t *testing.T) {
+	const partitions, instances = 4, 8
+	e := newEnv(t, partitions)
+	e.createTopic("ticks2")
+	def := func(inputs ...string) Definition {
+		s := New[counter](e.app, "count", Inputs(inputs...))
+		Handle(s, func(c *Context[counter], ev Tick) error {
+			st, _ := c.State()
+			st.Count++
+			c.SetState(st)
+			return c.Emit("counted", Counted{Count: st.Count, N: ev.N})
+		})
+		return s
+	}
+	config := func() Config {
+		cfg := e.config(t.TempDir(), ExactlyOnce)
+		cfg.GroupProtocol = GroupProtocolConsumer
+		return cfg
+	}
+	old := start(t, def("ticks"), config())
+	old.waitActive(t, partitions, 10*time.Second)
+	e.produce(0, 40, instances)
+	if got := e.consume("counted", 40, 20*time.Second); len(got) != 40 {
+		t.Fatalf("%d counted before the rollout, want 40", len(got))
+	}
+
+	// The new replica subscribes to ticks2 too: it is given every
+	// partition of ticks2 but only half of ticks.
+	young := start(t, def("ticks", "ticks2"), config())
+	young.waitActive(t, partitions/2, 30*time.Second)
+	old.waitActive(t, partitions/2, 30*time.Second)
+	for range 20 { // a while: a split partition must stay inactive
+		o, y := old.rt.Partitions(), young.rt.Partitions()
+		for _, p := range o {
+			if slices.Contains(y, p) {
+				t.Fatalf("partition %d runs in both members (old %v, new %v): two states for one partition", p, o, y)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rs := make([]*kgo.Record, 0, 40)
+	for n := 40; n < 80; n++ {
+		rs = append(rs, e.tick("ticks2", fmt.Sprintf("i-%03d", n%instances), int64(n), event.NewID()))
+	}
+	if err := e.cl.ProduceSync(t.Context(), rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The rollout ends: the new replica takes every partition, restores
+	// what the old one wrote, and counts on from it.
+	if err := old.stop(); err != nil {
+		t.Fatal(err)
+	}
+	young.waitActive(t, partitions, 30*time.Second)
+	got := e.consume("counted", 80, 30*time.Second)
+	byKey := map[string][]int64{}
+	for _, r := range got {
+		_, v, err := e.codec.Decode(t.Context(), r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byKey[string(r.Key)] = append(byKey[string(r.Key)], v.(Counted).Count)
+	}
+	for key, cs := range byKey {
+		for i, c := range cs {
+			if c != int64(i+1) {
+				t.Fatalf("instance %s counted %v: a count from another member's copy of its state", key, cs)
+			}
+		}
+	}
+	if len(got) != 80 || len(byKey) != instances {
+		t.Fatalf("%d counted records over %d instances, want 80 over %d", len(got), len(byKey), instances)
 	}
 }

@@ -51,9 +51,13 @@ type Runtime struct {
 	sess     *kgo.GroupTransactSession // exactly-once only
 	protocol GroupProtocol
 
-	// mu guards tasks and stopped. The group's callbacks add and remove
-	// tasks; the loop owns everything inside an active task.
-	mu       sync.Mutex
+	// mu guards held, tasks and stopped. The group's callbacks add and
+	// remove tasks; the loop owns everything inside an active task.
+	mu sync.Mutex
+	// held is the topics whose partition p the group gave this member.
+	// A task runs partition p only while every consumed topic's partition
+	// p is held (onAssigned).
+	held     map[int32]map[string]bool
 	tasks    map[int32]*task
 	stopped  map[int32]error
 	restores sync.WaitGroup
@@ -106,7 +110,6 @@ type task struct {
 	p        int32
 	log      zerolog.Logger
 	state    atomic.Int32
-	assigned map[string]bool // the topics whose partition p we hold (guarded by Runtime.mu)
 	// ctx ends when the partition is revoked or the step shuts down: its
 	// restore and its handler calls run under it.
 	ctx      context.Context
@@ -143,6 +146,7 @@ func NewRuntime(s Definition, cfg Config) (*Runtime, error) {
 		source:  d.group(),
 		topics:  append(slices.Clone(d.inputs), d.retry()),
 		byName:  make(map[string]*handler),
+		held:    make(map[int32]map[string]bool),
 		tasks:   make(map[int32]*task),
 		stopped: make(map[int32]error),
 		pending: make(map[string]map[int32]kgo.EpochOffset),
@@ -456,6 +460,7 @@ func (rt *Runtime) shutdown() {
 		rt.revokeLocked(t)
 		delete(rt.tasks, p)
 	}
+	clear(rt.held)
 	rt.mu.Unlock()
 	rt.restores.Wait()
 }
@@ -484,61 +489,91 @@ func (rt *Runtime) tps(p int32) map[string][]int32 {
 }
 
 // onAssigned runs in the group's goroutine before fetching of the new
-// partitions starts: it pauses them and starts their restore, so that no
-// record of a partition is seen before its state is complete.
+// partitions starts: it pauses them and, for each partition p now held on
+// every consumed topic, starts p's task with its restore, so that no record
+// of a partition is seen before its state is complete.
+//
+// A partition held on only some topics waits, paused: its state is shared
+// by every topic's partition p, and another member holds the rest. With
+// the classic protocol troupe's balancer never splits p; KIP-848's broker
+// assigns each topic among the members subscribed to it, and members
+// subscribe differently while a topology change (a step added to a saga)
+// rolls out. Two members would then each run p with their own state.
 func (rt *Runtime) onAssigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	defer rt.joined.Store(true) // franz-go calls this at every join, even with nothing new
-	var fresh []int32
+	var fresh, partial []int32
 	for topic, ps := range assigned {
+		cl.PauseFetchPartitions(map[string][]int32{topic: ps})
 		for _, p := range ps {
-			t := rt.tasks[p]
-			if t == nil {
-				t = &task{
-					p:        p,
-					log:      rt.log.With().Int32(logging.FieldPartition, p).Logger(),
-					assigned: map[string]bool{},
-					restored: make(chan struct{}),
-				}
-				rt.tasks[p] = t
-				fresh = append(fresh, p)
-				cl.PauseFetchPartitions(rt.tps(p))
-				rt.m.restoring.Inc()
-				ctx, cancel := context.WithCancel(rt.runCtx)
-				t.ctx, t.cancel = ctx, cancel
-				t.retry.attempts = make(map[recordPlace]int)
-				rt.restores.Add(1)
-				go rt.restore(ctx, t)
+			if rt.held[p] == nil {
+				rt.held[p] = map[string]bool{}
 			}
-			t.assigned[topic] = true
+			rt.held[p][topic] = true
+		}
+	}
+	for p, topics := range rt.held {
+		switch {
+		case rt.tasks[p] != nil:
+		case len(topics) < len(rt.topics):
+			partial = append(partial, p)
+		default:
+			rt.startTask(cl, p)
+			fresh = append(fresh, p)
 		}
 	}
 	if len(fresh) > 0 {
 		slices.Sort(fresh)
 		rt.log.Info().Ints32("partitions", fresh).Msg("partitions assigned; restoring")
 	}
+	if len(partial) > 0 {
+		slices.Sort(partial)
+		rt.log.Warn().Ints32("partitions", partial).Strs("topics", rt.topics).
+			Msg("partitions assigned on only some of the step's topics; waiting for the rest, paused (another member holds them: do its replicas subscribe to other topics, a topology change rolling out?)")
+	}
 }
 
-// onRevoked (and on lost) drops the tasks whose every topic-partition went.
-// State stays in the store: the next owner may be this process again, and
-// then it restores only what changed meanwhile.
-func (rt *Runtime) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+// startTask starts partition p's task: paused, restoring. Under Runtime.mu,
+// in a group callback (rt.cl may not be set yet: the first join can come
+// before connect returns).
+func (rt *Runtime) startTask(cl *kgo.Client, p int32) {
+	t := &task{
+		p:        p,
+		log:      rt.log.With().Int32(logging.FieldPartition, p).Logger(),
+		restored: make(chan struct{}),
+	}
+	rt.tasks[p] = t
+	cl.PauseFetchPartitions(rt.tps(p))
+	rt.m.restoring.Inc()
+	t.ctx, t.cancel = context.WithCancel(rt.runCtx)
+	t.retry.attempts = make(map[recordPlace]int)
+	rt.restores.Add(1)
+	go rt.restore(t.ctx, t)
+}
+
+// onRevoked (and on lost) drops the task of every partition that went on
+// any topic, and pauses what is still held of it (onAssigned). State stays
+// in the store: the next owner may be this process again, and then it
+// restores only what changed meanwhile.
+func (rt *Runtime) onRevoked(_ context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	rt.mu.Lock()
 	var gone []*task
 	for topic, ps := range revoked {
 		for _, p := range ps {
 			rt.m.dropLag(topic, p)
+			delete(rt.held[p], topic)
+			if len(rt.held[p]) == 0 {
+				delete(rt.held, p)
+			}
 			t := rt.tasks[p]
 			if t == nil {
 				continue
 			}
-			delete(t.assigned, topic)
-			if len(t.assigned) == 0 {
-				delete(rt.tasks, p)
-				rt.revokeLocked(t)
-				gone = append(gone, t)
-			}
+			delete(rt.tasks, p)
+			rt.revokeLocked(t)
+			gone = append(gone, t)
+			cl.PauseFetchPartitions(rt.tps(p))
 		}
 	}
 	rt.mu.Unlock()

@@ -107,9 +107,9 @@ const (
 
 // task is one assigned partition number: that partition of every input.
 type task struct {
-	p        int32
-	log      zerolog.Logger
-	state    atomic.Int32
+	p     int32
+	log   zerolog.Logger
+	state atomic.Int32
 	// ctx ends when the partition is revoked or the step shuts down: its
 	// restore and its handler calls run under it.
 	ctx      context.Context

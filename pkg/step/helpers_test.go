@@ -228,16 +228,23 @@ type counter struct {
 	Count int64 `json:"count"`
 }
 
-// countStep counts ticks per instance and emits the running count.
-func countStep(app string) *Step[counter] {
-	s := New[counter](app, "count", Inputs("ticks"))
-	Handle(s, func(c *Context[counter], ev Tick) error {
-		st, _ := c.State()
-		st.Count++
-		c.SetState(st)
-		return c.Emit("counted", Counted{Count: st.Count, N: ev.N})
-	})
+// countStep counts ticks per instance and emits the running count; it
+// consumes inputs, ticks if none.
+func countStep(app string, inputs ...string) *Step[counter] {
+	if len(inputs) == 0 {
+		inputs = []string{"ticks"}
+	}
+	s := New[counter](app, "count", Inputs(inputs...))
+	Handle(s, count)
 	return s
+}
+
+// count is countStep's handler.
+func count(c *Context[counter], ev Tick) error {
+	st, _ := c.State()
+	st.Count++
+	c.SetState(st)
+	return c.Emit("counted", Counted{Count: st.Count, N: ev.N})
 }
 
 // running is a runtime running in the background.

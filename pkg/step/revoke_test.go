@@ -35,10 +35,7 @@ func TestRevocationsWithinOneTransaction(t *testing.T) {
 						}
 						<-gate
 					}
-					st, _ := c.State()
-					st.Count++
-					c.SetState(st)
-					return c.Emit("counted", Counted{Count: st.Count, N: ev.N})
+					return count(c, ev)
 				})
 				return s
 			}
@@ -148,22 +145,12 @@ func TestPartitionSplitAcrossTopicsWaits(t *testing.T) {
 	const partitions, instances = 4, 8
 	e := newEnv(t, partitions)
 	e.createTopic("ticks2")
-	def := func(inputs ...string) Definition {
-		s := New[counter](e.app, "count", Inputs(inputs...))
-		Handle(s, func(c *Context[counter], ev Tick) error {
-			st, _ := c.State()
-			st.Count++
-			c.SetState(st)
-			return c.Emit("counted", Counted{Count: st.Count, N: ev.N})
-		})
-		return s
-	}
 	config := func() Config {
 		cfg := e.config(t.TempDir(), ExactlyOnce)
 		cfg.GroupProtocol = GroupProtocolConsumer
 		return cfg
 	}
-	old := start(t, def("ticks"), config())
+	old := start(t, countStep(e.app, "ticks"), config())
 	old.waitActive(t, partitions, 10*time.Second)
 	e.produce(0, 40, instances)
 	if got := e.consume("counted", 40, 20*time.Second); len(got) != 40 {
@@ -172,7 +159,7 @@ func TestPartitionSplitAcrossTopicsWaits(t *testing.T) {
 
 	// The new replica subscribes to ticks2 too: it is given every
 	// partition of ticks2 but only half of ticks.
-	young := start(t, def("ticks", "ticks2"), config())
+	young := start(t, countStep(e.app, "ticks", "ticks2"), config())
 	young.waitActive(t, partitions/2, 30*time.Second)
 	old.waitActive(t, partitions/2, 30*time.Second)
 	for range 20 { // a while: a split partition must stay inactive

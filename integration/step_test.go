@@ -303,6 +303,30 @@ func countOf(v []byte) string {
 	return fmt.Sprintf("%d/seen=%d", c.N, len(inst.Seen))
 }
 
+// awaitCounts waits, while the step still runs, until the changelog holds
+// the state of n inputs. Outputs alone do not say the state is complete:
+// under at-least-once a process killed after its outputs but before its
+// commit leaves its successor to handle those records again, and stopping
+// that one as soon as every output is seen lost what it had yet to redo.
+// checkCounts, after the stop, then checks the state.
+func (e *stepEnv) awaitCounts(n int, timeout time.Duration) {
+	e.t.Helper()
+	want := map[string]int64{}
+	for seq := range n {
+		want[e.key(seq)]++
+	}
+	eventually(e.t, timeout, "the changelog holds the state of every input", func() (bool, string) {
+		got, _ := e.changelogCounts()
+		wrong := 0
+		for k, w := range want {
+			if got[k] != w {
+				wrong++
+			}
+		}
+		return wrong == 0, fmt.Sprintf("%d of %d instances short", wrong, len(want))
+	})
+}
+
 // checkCounts checks the changelog's state against n inputs (plus extra per
 // listed key).
 func (e *stepEnv) checkCounts(n int, extra map[string]int64) {
@@ -514,6 +538,7 @@ func TestStepCount(t *testing.T) {
 			start = time.Now()
 			out := e.outputs(n, 3*time.Minute)
 			took := time.Since(start)
+			e.awaitCounts(n, time.Minute)
 			p.stop(t)
 			t.Logf("%s: %d events produced in %s, processed in %s (%.0f events/s, one process, tests running beside it)",
 				g, n, produced.Round(time.Millisecond), took.Round(time.Millisecond), float64(n)/took.Seconds())
@@ -544,6 +569,7 @@ func TestStepSlowHandlerBacklog(t *testing.T) {
 			out := e.outputs(n, 3*time.Minute)
 			took := time.Since(start)
 			aborts := p.metric("troupe_step_transaction_aborts_total")
+			e.awaitCounts(n, time.Minute)
 			p.stop(t)
 			t.Logf("%s: %d inputs with a 20 ms handler in %s (%.0f events/s at the default concurrency)", g, n, took.Round(time.Millisecond), n/took.Seconds())
 			out.check(t, n, g == "exactly_once")
@@ -602,6 +628,7 @@ func TestStepKillRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := e.outputs(n, 3*time.Minute)
+			e.awaitCounts(n, time.Minute)
 			p.stop(t)
 			out.check(t, n, g == "exactly_once")
 			e.checkCounts(n, nil)
@@ -634,6 +661,7 @@ func TestStepRebalanceRestores(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := e.outputs(n, 3*time.Minute)
+	e.awaitCounts(n, time.Minute)
 	restored := ps[0].metric("troupe_step_restore_records_total") + ps[1].metric("troupe_step_restore_records_total")
 	ps[0].stop(t)
 	ps[1].stop(t)

@@ -175,15 +175,28 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// freeAddr returns a free loopback host:port.
+// handedOut is every address freeAddr has returned in this test binary.
+var handedOut sync.Map
+
+// freeAddr returns a free loopback host:port that it has not returned
+// before: the kernel may hand a port just released to the next listen on
+// :0, and two processes of one test were given the same one (the second
+// failed with "address already in use").
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no loopback port free that was not handed out before, in 100 tries")
+	return ""
 }
 
 // eventually retries cond every 200 ms until it holds or timeout passes.

@@ -505,8 +505,11 @@ func (rt *Runtime) onAssigned(_ context.Context, cl *kgo.Client, assigned map[st
 	defer rt.joined.Store(true) // franz-go calls this at every join, even with nothing new
 	var fresh, partial []int32
 	for topic, ps := range assigned {
-		cl.PauseFetchPartitions(map[string][]int32{topic: ps})
 		for _, p := range ps {
+			if rt.tasks[p] != nil {
+				continue // told again of what it runs: leave it be
+			}
+			cl.PauseFetchPartitions(map[string][]int32{topic: {p}})
 			if rt.held[p] == nil {
 				rt.held[p] = map[string]bool{}
 			}

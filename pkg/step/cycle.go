@@ -82,6 +82,13 @@ func (rt *Runtime) newCycle(ctx context.Context) *cycle {
 // crash never needs a wipe, only a restore of what the store missed.
 func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 	for ctx.Err() == nil {
+		if d := abortBackoff(rt.aborted); d > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(d):
+			}
+		}
 		if err := rt.activateRestored(); err != nil {
 			return err
 		}
@@ -156,15 +163,19 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 			}
 		case idle:
 			c.txn.Discard()
+			rt.aborted = 0 // nothing was refused
 		case !committed:
 			// Aborted: the session rewound to the committed offsets, and
 			// the records are fetched and handled again.
 			c.txn.Discard()
 			rt.m.aborts.Inc()
-			if c.failed == nil {
-				rt.log.Info().Msg("transaction aborted (partitions moved); processing again from the last commit")
+			rt.aborted++
+			if c.failed == nil && rt.aborted <= 3 || rt.aborted%100 == 0 {
+				rt.log.Info().Int("aborted_in_a_row", rt.aborted).Dur("next_in", abortBackoff(rt.aborted)).
+					Msg("transaction aborted (partitions moved); processing again from the last commit")
 			}
 		default:
+			rt.aborted = 0
 			if err := c.apply(); err != nil {
 				return err
 			}
@@ -191,6 +202,18 @@ func (rt *Runtime) runExactlyOnce(ctx context.Context) error {
 		rt.endInterval()
 	}
 	return nil
+}
+
+// abortBackoff is how long the loop waits before the interval after n
+// aborts in a row. One abort (a rebalance) is retried at once; a run of
+// them, each refused again (a member the group dropped without its
+// knowing, firing timers that fail at once), backs off to one try every 2
+// s rather than hammering the brokers with hundreds a second.
+func abortBackoff(n int) time.Duration {
+	if n < 2 {
+		return 0
+	}
+	return min(25*time.Millisecond<<min(n-2, 10), 2*time.Second)
 }
 
 // endWithoutOffsets ends an interval that has no offsets to commit, not

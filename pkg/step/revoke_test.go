@@ -205,3 +205,22 @@ func TestPartitionSplitAcrossTopicsWaits(t *testing.T) {
 		t.Fatalf("%d counted records over %d instances, want 80 over %d", len(got), len(byKey), instances)
 	}
 }
+
+// A run of aborts backs off (a zombie refused again and again hammered the
+// broker with 170 transactions a second); one abort is retried at once.
+func TestAbortBackoff(t *testing.T) {
+	if d := abortBackoff(1); d != 0 {
+		t.Fatalf("after one abort: wait %s, want none (a rebalance is retried at once)", d)
+	}
+	prev := time.Duration(0)
+	for n := 2; n < 40; n++ {
+		d := abortBackoff(n)
+		if d < prev || d <= 0 || d > 2*time.Second {
+			t.Fatalf("after %d aborts: wait %s (after %d: %s); want growing, above 0, at most 2s", n, d, n-1, prev)
+		}
+		prev = d
+	}
+	if prev != 2*time.Second {
+		t.Fatalf("after 39 aborts: wait %s, want the 2s cap", prev)
+	}
+}

@@ -69,6 +69,9 @@ type Runtime struct {
 	// began (exactly-once; zero when the last one committed), and
 	// prodFailLogged when it was last logged. Loop only.
 	prodFailSince, prodFailLogged time.Time
+	// aborted counts the exactly-once intervals aborted in a row since the
+	// last commit (abortBackoff). Loop only.
+	aborted int
 	// committedAt is when an interval last committed work. Loop only.
 	committedAt time.Time
 	// lastCommit is how long the last commit took: an interval that has

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -175,28 +176,36 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// handedOut is every address freeAddr has returned in this test binary.
+// handedOut is every port freePort has returned in this test binary.
 var handedOut sync.Map
 
-// freeAddr returns a free loopback host:port that it has not returned
-// before: the kernel may hand a port just released to the next listen on
-// :0, and two processes of one test were given the same one (the second
-// failed with "address already in use").
+// freeAddr returns a free loopback host:port (freePort).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return fmt.Sprintf("127.0.0.1:%d", freePort(t))
+}
+
+// freePort returns a free loopback port that it has not returned before.
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 1000 {
+		// Below the kernel's ephemeral range (32768-60999 by default):
+		// a port that listen on :0 hands out and then releases can be
+		// taken next by any outgoing connection, and once was ("address
+		// already in use" for a process the test started on it).
+		port := 20000 + rand.IntN(12000)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		addr := ln.Addr().String()
 		ln.Close()
-		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
-			return addr
-		}
+		return port
 	}
-	t.Fatal("no loopback port free that was not handed out before, in 100 tries")
-	return ""
+	t.Fatal("no free loopback port in 20000-31999 after 1000 tries")
+	return 0
 }
 
 // eventually retries cond every 200 ms until it holds or timeout passes.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -25,12 +24,7 @@ func TestRegistryCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := freeTCPPort(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -26,14 +27,30 @@ import (
 	"github.com/troupehq/troupe/pkg/kafka"
 )
 
+// handedOut is every port freePort has returned in this test binary.
+var handedOut sync.Map
+
+// freePort returns a free loopback port that it has not returned before.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		// Below the kernel's ephemeral range (32768-60999 by default):
+		// a port that listen on :0 hands out and then releases can be
+		// taken next by any outgoing connection, and once was ("address
+		// already in use" for a process the test started on it).
+		port := 20000 + rand.IntN(12000)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port in 20000-31999 after 1000 tries")
+	return 0
 }
 
 type syncBuffer struct {

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe/integration/kafkaharness"
+	"github.com/troupehq/troupe/pkg/freeport"
 )
 
 // These helpers run the real troupe binary as separate processes, the way
@@ -176,36 +175,10 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// handedOut is every port freePort has returned in this test binary.
-var handedOut sync.Map
-
-// freeAddr returns a free loopback host:port (freePort).
+// freeAddr returns a free loopback host:port (freeport.Port).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return fmt.Sprintf("127.0.0.1:%d", freePort(t))
-}
-
-// freePort returns a free loopback port that it has not returned before.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 1000 {
-		// Below the kernel's ephemeral range (32768-60999 by default):
-		// a port that listen on :0 hands out and then releases can be
-		// taken next by any outgoing connection, and once was ("address
-		// already in use" for a process the test started on it).
-		port := 20000 + rand.IntN(12000)
-		if _, taken := handedOut.LoadOrStore(port, true); taken {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		return port
-	}
-	t.Fatal("no free loopback port in 20000-31999 after 1000 tries")
-	return 0
+	return fmt.Sprintf("127.0.0.1:%d", freeport.Port(t))
 }
 
 // eventually retries cond every 200 ms until it holds or timeout passes.

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/troupehq/troupe/pkg/freeport"
 )
 
 // lockedBuffer is a bytes.Buffer that dev writes to while the test reads.
@@ -36,31 +35,7 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// handedOut is every port freeTCPPort has returned in this test binary.
-var handedOut sync.Map
-
-// freeTCPPort returns a free loopback port that it has not returned before.
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	for range 1000 {
-		// Below the kernel's ephemeral range (32768-60999 by default):
-		// a port that listen on :0 hands out and then releases can be
-		// taken next by any outgoing connection, and once was ("address
-		// already in use" for a process the test started on it).
-		port := 20000 + rand.IntN(12000)
-		if _, taken := handedOut.LoadOrStore(port, true); taken {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		return port
-	}
-	t.Fatal("no free loopback port in 20000-31999 after 1000 tries")
-	return 0
-}
+func freeTCPPort(t *testing.T) int { return freeport.Port(t) }
 
 // `troupe dev --demo-rate 0` on ports that are not the defaults, then the
 // banner's commands as printed, after its export line: the README's

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
+	"github.com/troupehq/troupe/pkg/freeport"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/troupehq/troupe/pkg/avro"
@@ -27,31 +26,7 @@ import (
 	"github.com/troupehq/troupe/pkg/kafka"
 )
 
-// handedOut is every port freePort has returned in this test binary.
-var handedOut sync.Map
-
-// freePort returns a free loopback port that it has not returned before.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 1000 {
-		// Below the kernel's ephemeral range (32768-60999 by default):
-		// a port that listen on :0 hands out and then releases can be
-		// taken next by any outgoing connection, and once was ("address
-		// already in use" for a process the test started on it).
-		port := 20000 + rand.IntN(12000)
-		if _, taken := handedOut.LoadOrStore(port, true); taken {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		return port
-	}
-	t.Fatal("no free loopback port in 20000-31999 after 1000 tries")
-	return 0
-}
+func freePort(t *testing.T) int { return freeport.Port(t) }
 
 type syncBuffer struct {
 	mu sync.Mutex
